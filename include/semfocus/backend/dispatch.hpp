@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <concepts>
+#include <type_traits>
+
+#include "semfocus/backend/tags.hpp"
+#include "semfocus/core/checks.hpp"
+#include "semfocus/core/record.hpp"
+#include "semfocus/core/view.hpp"
+#include "semfocus/policy/concepts.hpp"
+
+namespace semfocus {
+
+/// \brief The record forward returns for policy P and element type T.
+template <class P, class T>
+using forward_record_t = forward_record<T, row_statistic_t<P, T>>;
+
+namespace detail {
+template <class>
+inline constexpr bool dependent_false = false;
+}  // namespace detail
+
+/// \brief Backend customisation points: a backend specialises these for its tag, by locality
+/// (constrained on elementwise_policy / row_policy), never by policy. Both receive validated
+/// arguments and a record already reset to the shape and scale.
+template <class Exec, class Policy, class T>
+struct forward_impl {
+  static_assert(detail::dependent_false<Exec>,
+                "semfocus: no forward_impl for this (backend, policy, type); include the backend's "
+                "header (semfocus/semfocus.hpp for CPU backends) and check that the policy "
+                "satisfies semfocus::attention_policy<Policy, T> (policy/concepts.hpp)");
+};
+template <class Exec, class Policy, class T>
+struct backward_impl {
+  static_assert(detail::dependent_false<Exec>,
+                "semfocus: no backward_impl for this (backend, policy, type); include the "
+                "backend's header and see policy/concepts.hpp");
+};
+
+/// \brief Attention forward: out = softmax over the policy's kept keys of (scale Q K^T), times V.
+///
+/// Shapes: q [batch, heads, n_q, d], k [batch, heads, n_k, d], v [batch, heads, n_k, d_v],
+/// out [batch, heads, n_q, d_v] (views may be strided; out must not overlap the inputs).
+/// The record is reset to this call (its memory is reused) and receives the row log-sum-exp and,
+/// for row policies, the row statistics. Cost and memory: those of the backend.
+/// \throws invalid_argument on mismatched shapes, null data, overlapping output strides, a
+/// non-finite scale, or a policy that rejects the shape (e.g. top_k with k > n_k).
+template <class Exec, class Policy, std::floating_point T>
+  requires attention_policy<Policy, T>
+void forward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
+             std::type_identity_t<tensor_view<const T>> k,
+             std::type_identity_t<tensor_view<const T>> v, tensor_view<T> out,
+             forward_record_t<Policy, T>& record, const attention_options& options = {}) {
+  constexpr const char* fn = "semfocus::forward";
+  const attention_shape s = detail::check_inputs(fn, q, k, v);
+  detail::check_view(fn, "out", out, s.out(), true);
+  validate_policy(policy, s);
+  record.reset(s, detail::resolve_scale(fn, options, s.d));
+  forward_impl<std::remove_cvref_t<Exec>, Policy, T>::run(exec, policy, q, k, v, out, record);
+}
+
+/// \brief As above, returning a new record.
+template <class Exec, class Policy, std::floating_point T>
+  requires attention_policy<Policy, T>
+forward_record_t<Policy, T> forward(const Exec& exec, const Policy& policy,
+                                    std::type_identity_t<tensor_view<const T>> q,
+                                    std::type_identity_t<tensor_view<const T>> k,
+                                    std::type_identity_t<tensor_view<const T>> v,
+                                    tensor_view<T> out, const attention_options& options = {}) {
+  forward_record_t<Policy, T> record;
+  forward(exec, policy, q, k, v, out, record, options);
+  return record;
+}
+
+/// \brief Attention backward: given d_out = dL/dout, writes dq = dL/dq, dk = dL/dk, dv = dL/dv
+/// (overwritten, not accumulated), with the kept set of `record` held constant.
+///
+/// Shapes as forward; d_out like out, dq like q, dk like k, dv like v. `out` and `record` must
+/// come from forward with the same policy and inputs (backends may use D = rowsum(d_out * out)).
+/// \throws invalid_argument on any shape mismatch, null data, overlapping output strides, or a
+/// record made for another shape.
+template <class Exec, class Policy, std::floating_point T>
+  requires attention_policy<Policy, T>
+void backward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
+              std::type_identity_t<tensor_view<const T>> k,
+              std::type_identity_t<tensor_view<const T>> v,
+              std::type_identity_t<tensor_view<const T>> out,
+              std::type_identity_t<tensor_view<const T>> d_out,
+              const forward_record_t<Policy, T>& record, tensor_view<T> dq, tensor_view<T> dk,
+              tensor_view<T> dv) {
+  constexpr const char* fn = "semfocus::backward";
+  const attention_shape s = detail::check_inputs(fn, q, k, v);
+  detail::check_view(fn, "out", out, s.out(), false);
+  detail::check_view(fn, "d_out", d_out, s.out(), false);
+  detail::check_view(fn, "dq", dq, s.q(), true);
+  detail::check_view(fn, "dk", dk, s.k(), true);
+  detail::check_view(fn, "dv", dv, s.v(), true);
+  validate_policy(policy, s);
+  detail::check_record(fn, record, s);
+  backward_impl<std::remove_cvref_t<Exec>, Policy, T>::run(exec, policy, q, k, v, out, d_out,
+                                                           record, dq, dk, dv);
+}
+
+}  // namespace semfocus

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <type_traits>
+#include <vector>
+
+#include "semfocus/config.hpp"
+#include "semfocus/core/shape.hpp"
+
+namespace semfocus {
+
+/// \brief The per-row statistic of an elementwise policy: nothing.
+struct no_statistic {};
+
+/// \brief What forward saves for backward (the analogue of FlashAttention's saved LSE): the
+/// problem shape, the scale used, the log-sum-exp of every score row over its kept set
+/// (-inf for an empty row) and, for a row policy, every row's statistic, so that backward
+/// applies exactly the forward selection. Rows are indexed ((b * heads) + h) * n_q + i.
+/// Reusing one record across calls of the same shape reuses its memory.
+template <class T, class Statistic = no_statistic>
+struct forward_record {
+  attention_shape shape{};
+  double scale = 0;
+  std::vector<T> lse;             // [batch, heads, n_q]
+  std::vector<Statistic> stats;   // [batch, heads, n_q] for row policies, else empty
+
+  static constexpr bool has_statistics = !std::is_same_v<Statistic, no_statistic>;
+
+  /// \brief Flat index of row (b, h, i).
+  index_t row_index(index_t b, index_t h, index_t i) const noexcept {
+    return (b * shape.heads + h) * shape.n_q + i;
+  }
+
+  /// \brief Sets the shape and scale and sizes the arrays (keeps their capacity).
+  void reset(const attention_shape& s, double scale_) {
+    shape = s;
+    scale = scale_;
+    lse.resize(static_cast<std::size_t>(s.rows()));
+    stats.resize(has_statistics ? static_cast<std::size_t>(s.rows()) : 0);
+  }
+};
+
+}  // namespace semfocus

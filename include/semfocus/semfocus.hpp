@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// Everything g++ can compile: core vocabulary, every built-in policy, the reference backend.
+
+#include "semfocus/config.hpp"
+#include "semfocus/version.hpp"
+
+#include "semfocus/core/checks.hpp"
+#include "semfocus/core/error.hpp"
+#include "semfocus/core/record.hpp"
+#include "semfocus/core/shape.hpp"
+#include "semfocus/core/softmax.hpp"
+#include "semfocus/core/view.hpp"
+
+#include "semfocus/policy/absolute_threshold.hpp"
+#include "semfocus/policy/banded.hpp"
+#include "semfocus/policy/block_local.hpp"
+#include "semfocus/policy/bottom_k.hpp"
+#include "semfocus/policy/concepts.hpp"
+#include "semfocus/policy/dense.hpp"
+#include "semfocus/policy/explicit_mask.hpp"
+#include "semfocus/policy/global_tokens.hpp"
+#include "semfocus/policy/random_k.hpp"
+#include "semfocus/policy/strided.hpp"
+#include "semfocus/policy/threshold.hpp"
+#include "semfocus/policy/top_k.hpp"
+
+#include "semfocus/backend/dispatch.hpp"
+#include "semfocus/backend/reference/backward.hpp"
+#include "semfocus/backend/reference/forward.hpp"
+#include "semfocus/backend/tags.hpp"
