@@ -45,9 +45,10 @@ struct online_softmax {
     max = m;
   }
 
-  /// \brief log sum exp of the added scores; -inf when none (or only -inf) was added.
+  /// \brief log sum exp of the added scores; -inf when none (or only -inf) was added, NaN when a
+  /// NaN was added (NaN propagates as in any dense softmax).
   SEMFOCUS_HD T lse() const noexcept {
-    return sum > T(0) ? max + std::log(sum) : -detail::infinity<T>();
+    return sum == T(0) ? -detail::infinity<T>() : max + std::log(sum);
   }
 };
 

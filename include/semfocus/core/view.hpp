@@ -30,8 +30,11 @@ constexpr tensor_strides row_major_strides(const tensor_shape& s) noexcept {
 /// \brief A matrix type with contiguous rows that a view can wrap without a copy (an Eigen
 /// row-major Matrix, Map, Ref or Block; anything with the same members).
 template <class M>
-concept row_major_matrix = std::remove_cvref_t<M>::IsRowMajor && requires(M& m) {
-  { m.data() };
+concept row_major_matrix = requires {
+  requires bool(std::remove_cvref_t<M>::IsRowMajor);
+}
+&&requires(M& m) {
+  {m.data()};
   requires std::is_pointer_v<decltype(m.data())>;
   { m.rows() } -> std::convertible_to<index_t>;
   { m.cols() } -> std::convertible_to<index_t>;
@@ -75,21 +78,21 @@ class tensor_view {
     detail::require(s.batch >= 0 && s.heads >= 0 && s.seq >= 0,
                     "tensor_view: strides must be >= 0");
     detail::require(static_cast<index_t>(buffer.size()) >= required_size(),
-                    "tensor_view: buffer too small: it has ", buffer.size(),
-                    " elements, shape ", shape, " needs at least ", required_size());
+                    "tensor_view: buffer too small: it has ", buffer.size(), " elements, shape ",
+                    shape, " needs at least ", required_size());
   }
 
   /// \brief Read-only view of a writable one.
   template <class U>
-    requires(std::is_same_v<const U, T> && !std::is_same_v<U, T>)
-  constexpr tensor_view(const tensor_view<U>& other) noexcept
+  requires(std::is_same_v<const U, T> &&
+           !std::is_same_v<U, T>) constexpr tensor_view(const tensor_view<U>& other) noexcept
       : data_(other.data()), shape_(other.shape()), strides_(other.strides()) {}
 
   /// \brief View of a row-major matrix (rows = seq, cols = dim) as [1, 1, rows, cols], no copy.
   /// \throws invalid_argument if its inner stride is not 1.
   template <row_major_matrix M>
-    requires std::is_convertible_v<decltype(std::declval<M&>().data()), T*>
-  tensor_view(M&& m)  // NOLINT(google-explicit-constructor): a view, as std::span
+  requires std::is_convertible_v<decltype(std::declval<M&>().data()), T*> tensor_view(
+      M&& m)  // NOLINT(google-explicit-constructor): a view, as std::span
       : data_(m.data()),
         shape_{1, 1, static_cast<index_t>(m.rows()), static_cast<index_t>(m.cols())},
         strides_{0, 0, static_cast<index_t>(m.outerStride())} {
@@ -131,8 +134,8 @@ class tensor_view {
     struct axis {
       index_t stride, extent;
     };
-    axis a[3] = {{strides_.seq, shape_.seq}, {strides_.heads, shape_.heads},
-                 {strides_.batch, shape_.batch}};
+    axis a[3] = {
+        {strides_.seq, shape_.seq}, {strides_.heads, shape_.heads}, {strides_.batch, shape_.batch}};
     for (int x = 0; x < 3; ++x)  // insertion sort by stride
       for (int y = x; y > 0 && a[y].stride < a[y - 1].stride; --y) std::swap(a[y], a[y - 1]);
     index_t span = shape_.dim;  // elements [0, span) reached by the axes seen so far

@@ -13,7 +13,7 @@ namespace semfocus {
 /// row statistic for a row policy, then the softmax over the kept set and P V in double.
 /// Time O(batch heads n_q n_k (d + d_v)), extra memory O(n_k + d_v).
 template <class Policy, class T>
-  requires attention_policy<Policy, T>
+requires attention_policy<Policy, T>
 struct forward_impl<exec::reference_t, Policy, T> {
   static void run(const exec::reference_t&, const Policy& p, const tensor_view<const T>& q,
                   const tensor_view<const T>& k, const tensor_view<const T>& v,

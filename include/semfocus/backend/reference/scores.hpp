@@ -24,7 +24,8 @@ template <class T>
 void score_row(const tensor_view<const T>& q, const tensor_view<const T>& k, index_t b, index_t h,
                index_t i, double scale, std::vector<T>& s) {
   const T* qi = q.row(b, h, i);
-  for (index_t j = 0; j < k.seq(); ++j) s[static_cast<std::size_t>(j)] = score(qi, k.row(b, h, j), q.dim(), scale);
+  for (index_t j = 0; j < k.seq(); ++j)
+    s[static_cast<std::size_t>(j)] = score(qi, k.row(b, h, j), q.dim(), scale);
 }
 
 }  // namespace semfocus::backend::reference
