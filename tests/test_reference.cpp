@@ -233,7 +233,7 @@ TEST_CASE_TEMPLATE("rows of P sum to one over the kept set and vanish elsewhere"
   check(user::above_mean{});
 }
 
-TEST_CASE("float forward agrees with double; runs are deterministic") {
+TEST_CASE("float forward agrees with double and runs are deterministic") {
   const attention_shape s{2, 2, 17, 13, 8, 5};
   const problem<double> pd(s, 21);
   problem<float> pf(s, 21);
@@ -324,7 +324,7 @@ TEST_CASE("Eigen row-major matrices are viewed without copies") {
   CHECK(rec.lse.size() == std::size_t(n));
 }
 
-TEST_CASE("scale: default 1/sqrt(d); a custom scale equals scaling Q") {
+TEST_CASE("scale defaults to 1/sqrt(d) and a custom scale equals scaling Q") {
   const attention_shape s{1, 2, 5, 6, 4, 3};
   problem<double> pr(s, 41);
   tensor<double> a(s.out()), b(s.out());
@@ -373,7 +373,7 @@ TEST_CASE("empty rows give zeros, -inf log-sum-exp and zero gradients, never NaN
   }
 }
 
-TEST_CASE("NaN scores are never selected; dense propagates them") {
+TEST_CASE("NaN scores are never selected while dense propagates them") {
   const attention_shape s{1, 1, 3, 5, 2, 2};
   problem<double> pr(s, 61);
   pr.k(0, 0, 2, 0) = NAN;  // key 2 has NaN scores in every row
@@ -394,7 +394,7 @@ TEST_CASE("NaN scores are never selected; dense propagates them") {
   CHECK(std::isnan(rd.out(0, 0, 1, 0)));
 }
 
-TEST_CASE("each (batch, head) slice is an independent problem; a record is reusable") {
+TEST_CASE("each (batch, head) slice is an independent problem and a record is reusable") {
   const attention_shape s{2, 3, 5, 7, 3, 2};
   const problem<double> pr(s, 71);
   const auto all = run_reference(threshold(0.8), pr);

@@ -47,7 +47,7 @@ struct backward_impl {
 /// \throws invalid_argument on mismatched shapes, null data, overlapping output strides, a
 /// non-finite scale, or a policy that rejects the shape (e.g. top_k with k > n_k).
 template <class Exec, class Policy, std::floating_point T>
-  requires attention_policy<Policy, T>
+requires attention_policy<Policy, T>
 void forward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
              std::type_identity_t<tensor_view<const T>> k,
              std::type_identity_t<tensor_view<const T>> v, tensor_view<T> out,
@@ -62,12 +62,10 @@ void forward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor
 
 /// \brief As above, returning a new record.
 template <class Exec, class Policy, std::floating_point T>
-  requires attention_policy<Policy, T>
-forward_record_t<Policy, T> forward(const Exec& exec, const Policy& policy,
-                                    std::type_identity_t<tensor_view<const T>> q,
-                                    std::type_identity_t<tensor_view<const T>> k,
-                                    std::type_identity_t<tensor_view<const T>> v,
-                                    tensor_view<T> out, const attention_options& options = {}) {
+requires attention_policy<Policy, T> forward_record_t<Policy, T> forward(
+    const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
+    std::type_identity_t<tensor_view<const T>> k, std::type_identity_t<tensor_view<const T>> v,
+    tensor_view<T> out, const attention_options& options = {}) {
   forward_record_t<Policy, T> record;
   forward(exec, policy, q, k, v, out, record, options);
   return record;
@@ -81,7 +79,7 @@ forward_record_t<Policy, T> forward(const Exec& exec, const Policy& policy,
 /// \throws invalid_argument on any shape mismatch, null data, overlapping output strides, or a
 /// record made for another shape.
 template <class Exec, class Policy, std::floating_point T>
-  requires attention_policy<Policy, T>
+requires attention_policy<Policy, T>
 void backward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
               std::type_identity_t<tensor_view<const T>> k,
               std::type_identity_t<tensor_view<const T>> v,

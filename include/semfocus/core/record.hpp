@@ -21,8 +21,8 @@ template <class T, class Statistic = no_statistic>
 struct forward_record {
   attention_shape shape{};
   double scale = 0;
-  std::vector<T> lse;             // [batch, heads, n_q]
-  std::vector<Statistic> stats;   // [batch, heads, n_q] for row policies, else empty
+  std::vector<T> lse;            // [batch, heads, n_q]
+  std::vector<Statistic> stats;  // [batch, heads, n_q] for row policies, else empty
 
   static constexpr bool has_statistics = !std::is_same_v<Statistic, no_statistic>;
 

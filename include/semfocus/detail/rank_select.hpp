@@ -34,8 +34,8 @@ SEMFOCUS_HD rank_cut<T, Largest> select_rank(const T* s, index_t n, index_t k) n
   for (index_t j = 0; j < n; ++j) finite += is_nan(s[j]) ? 0 : 1;
   if (finite <= k) return {Largest ? -infinity<T>() : infinity<T>(), n};
 
-  U prefix = 0;        // the digits of the k-th key chosen so far, in its top `done` bits
-  index_t rank = k;    // rank of the k-th key among keys that share the prefix
+  U prefix = 0;      // the digits of the k-th key chosen so far, in its top `done` bits
+  index_t rank = k;  // rank of the k-th key among keys that share the prefix
   for (int done = 0; done < bits; done += 8) {
     const int shift = bits - done - 8;
     index_t count[256] = {};

@@ -7,11 +7,11 @@
 
 namespace semfocus {
 
-/// \brief Bottom-k (in the paper's code, not its experiments): row i keeps its k smallest scaled scores, ties broken by
-/// (score ascending, index ascending), so exactly k keys are kept unless the row has fewer than
-/// k non-NaN scores (then all of them). NaN is never kept. Row statistic: the k-th smallest score and
-/// the index of the last kept tie (detail::rank_cut), found exactly in O(n_k) by radix selection.
-/// Requires 1 <= k <= n_k.
+/// \brief Bottom-k (in the paper's code, not its experiments): row i keeps its k smallest scaled
+/// scores, ties broken by (score ascending, index ascending), so exactly k keys are kept unless the
+/// row has fewer than k non-NaN scores (then all of them). NaN is never kept. Row statistic: the
+/// k-th smallest score and the index of the last kept tie (detail::rank_cut), found exactly in
+/// O(n_k) by radix selection. Requires 1 <= k <= n_k.
 struct bottom_k {
   static constexpr locality locality_kind = locality::row;
 
@@ -31,7 +31,7 @@ struct bottom_k {
   /// \brief The cut of row i from its n_k scores.
   template <class T>
   SEMFOCUS_HD detail::rank_cut<T, false> row_statistic(const head_slice& hs, index_t,
-                                                      const T* scores) const noexcept {
+                                                       const T* scores) const noexcept {
     return detail::select_rank<false>(scores, hs.n_k, k);
   }
 };

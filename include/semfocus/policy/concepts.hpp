@@ -57,26 +57,25 @@ concept selection_policy = std::copyable<P> && std::is_trivially_copyable_v<P> &
 
 /// \brief An elementwise policy: `bool keep(head_slice, i, j, T s) const`.
 template <class P, class T>
-concept elementwise_policy =
-    selection_policy<P> && (P::locality_kind == locality::elementwise) &&
-    requires(const P& p, const head_slice& hs, index_t i, index_t j, T s) {
-      { p.keep(hs, i, j, s) } -> std::same_as<bool>;
-    };
+concept elementwise_policy = selection_policy<P> &&(P::locality_kind == locality::elementwise) &&
+                             requires(const P& p, const head_slice& hs, index_t i, index_t j, T s) {
+  { p.keep(hs, i, j, s) } -> std::same_as<bool>;
+};
 
 /// \brief What row_statistic returns: a trivially copyable predicate `bool keep(j, T s) const`.
 template <class S, class T>
 concept row_predicate = std::copyable<S> && std::is_trivially_copyable_v<S> &&
-                        requires(const S& st, index_t j, T s) {
-                          { st.keep(j, s) } -> std::same_as<bool>;
-                        };
+    requires(const S& st, index_t j, T s) {
+  { st.keep(j, s) } -> std::same_as<bool>;
+};
 
 /// \brief A row policy: `row_statistic(head_slice, i, const T* scores)` over the n_k scores of
 /// row i returns a row_predicate.
 template <class P, class T>
-concept row_policy = selection_policy<P> && (P::locality_kind == locality::row) &&
+concept row_policy = selection_policy<P> &&(P::locality_kind == locality::row) &&
                      requires(const P& p, const head_slice& hs, index_t i, const T* scores) {
-                       { p.row_statistic(hs, i, scores) } -> row_predicate<T>;
-                     };
+  { p.row_statistic(hs, i, scores) } -> row_predicate<T>;
+};
 
 /// \brief Anything a backend accepts for score type T.
 template <class P, class T>
@@ -93,11 +92,11 @@ inline constexpr bool is_input_agnostic_v = [] {
 
 /// \brief An input-agnostic elementwise policy: the same selection for every input.
 template <class P>
-concept fixed_mask = selection_policy<P> && (P::locality_kind == locality::elementwise) &&
-                     is_input_agnostic_v<P> &&
-                     requires(const P& p, const head_slice& hs, index_t i, index_t j) {
-                       { p.keep(hs, i, j, 0.0) } -> std::same_as<bool>;
-                     };
+concept fixed_mask = selection_policy<P> &&(P::locality_kind == locality::elementwise) &&
+                     is_input_agnostic_v<P>&& requires(const P& p, const head_slice& hs, index_t i,
+                                                       index_t j) {
+  { p.keep(hs, i, j, 0.0) } -> std::same_as<bool>;
+};
 
 namespace detail {
 template <class P, class T>
@@ -105,7 +104,7 @@ struct row_statistic_type {
   using type = no_statistic;
 };
 template <class P, class T>
-  requires row_policy<P, T>
+requires row_policy<P, T>
 struct row_statistic_type<P, T> {
   using type = decltype(std::declval<const P&>().row_statistic(head_slice{}, index_t{},
                                                                static_cast<const T*>(nullptr)));
@@ -125,7 +124,9 @@ void validate_policy(const P& p, const attention_shape& shape) {
 /// \brief p.classify(hs, t) when available, else tile_kind::partial (always correct).
 template <class P>
 SEMFOCUS_HD constexpr tile_kind classify_tile(const P& p, const head_slice& hs, const tile& t) {
-  if constexpr (requires { { p.classify(hs, t) } -> std::same_as<tile_kind>; })
+  if constexpr (requires {
+                  { p.classify(hs, t) } -> std::same_as<tile_kind>;
+                })
     return p.classify(hs, t);
   else
     return tile_kind::partial;
@@ -134,9 +135,8 @@ SEMFOCUS_HD constexpr tile_kind classify_tile(const P& p, const head_slice& hs, 
 /// \brief Whether key j of row i is kept, for either locality. `st` is the row's statistic
 /// (ignored for elementwise policies).
 template <class P, class T>
-  requires attention_policy<P, T>
-SEMFOCUS_HD constexpr bool is_kept(const P& p, const head_slice& hs, index_t i, index_t j, T s,
-                                   const row_statistic_t<P, T>& st) {
+requires attention_policy<P, T> SEMFOCUS_HD constexpr bool is_kept(
+    const P& p, const head_slice& hs, index_t i, index_t j, T s, const row_statistic_t<P, T>& st) {
   if constexpr (row_policy<P, T>)
     return st.keep(j, s);
   else

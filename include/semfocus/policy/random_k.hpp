@@ -36,9 +36,9 @@ struct random_k {
   /// \brief pi(j) for row (hs.batch, hs.head, i): a bijection of [0, n_k).
   SEMFOCUS_HD constexpr index_t permute(const head_slice& hs, index_t i, index_t j) const noexcept {
     using detail::mix64;
-    const std::uint64_t row = mix64(mix64(mix64(mix64(seed) ^ std::uint64_t(hs.batch)) ^
-                                          std::uint64_t(hs.head)) ^
-                                    std::uint64_t(i));
+    const std::uint64_t row =
+        mix64(mix64(mix64(mix64(seed) ^ std::uint64_t(hs.batch)) ^ std::uint64_t(hs.head)) ^
+              std::uint64_t(i));
     int half = 1;
     while ((std::uint64_t(1) << (2 * half)) < std::uint64_t(hs.n_k)) ++half;
     const std::uint64_t mask = (std::uint64_t(1) << half) - 1;

@@ -18,9 +18,7 @@ struct top_k {
   index_t k = 1;
 
   /// \throws invalid_argument if k < 1.
-  explicit top_k(index_t k_) : k(k_) {
-    detail::require(k >= 1, "top_k: k must be >= 1, got ", k);
-  }
+  explicit top_k(index_t k_) : k(k_) { detail::require(k >= 1, "top_k: k must be >= 1, got ", k); }
 
   /// \throws invalid_argument unless 1 <= k <= n_k.
   void validate(const attention_shape& s) const {
