@@ -17,13 +17,13 @@ class invalid_argument : public std::invalid_argument {
 
 namespace detail {
 
-/// \brief Throws semfocus::invalid_argument with the streamed parts when `ok` is false.
+/// \brief Throws semfocus::invalid_argument with the streamed parts when `ok` is false; the first
+/// part names the function or type, as "semfocus::top_k: ".
 /// Host-only; parts are only formatted on failure.
 template <class... Parts>
 void require(bool ok, const Parts&... parts) {
   if (ok) return;
   std::ostringstream os;
-  os << "semfocus: ";
   (os << ... << parts);
   throw invalid_argument(os.str());
 }

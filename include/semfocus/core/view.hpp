@@ -76,10 +76,11 @@ class tensor_view {
   tensor_view(std::span<T> buffer, const tensor_shape& shape, const tensor_strides& s)
       : data_(buffer.data()), shape_(shape), strides_(s) {
     detail::require(s.batch >= 0 && s.heads >= 0 && s.seq >= 0,
-                    "tensor_view: strides must be >= 0");
+                    "semfocus::tensor_view: strides must be >= 0, got {", s.batch, ", ", s.heads,
+                    ", ", s.seq, "}");
     detail::require(static_cast<index_t>(buffer.size()) >= required_size(),
-                    "tensor_view: buffer too small: it has ", buffer.size(), " elements, shape ",
-                    shape, " needs at least ", required_size());
+                    "semfocus::tensor_view: buffer too small: it has ", buffer.size(),
+                    " elements, shape ", shape, " needs at least ", required_size());
   }
 
   /// \brief Read-only view of a writable one.
@@ -96,8 +97,8 @@ class tensor_view {
       : data_(m.data()),
         shape_{1, 1, static_cast<index_t>(m.rows()), static_cast<index_t>(m.cols())},
         strides_{0, 0, static_cast<index_t>(m.outerStride())} {
-    detail::require(m.innerStride() == 1, "tensor_view: matrix inner stride must be 1, got ",
-                    m.innerStride());
+    detail::require(m.innerStride() == 1,
+                    "semfocus::tensor_view: matrix inner stride must be 1, got ", m.innerStride());
     strides_.heads = strides_.seq * shape_.seq;
     strides_.batch = strides_.heads;
   }

@@ -22,7 +22,8 @@ struct absolute_threshold {
 
   /// \throws invalid_argument unless tau is finite.
   void validate(const attention_shape&) const {
-    detail::require(std::isfinite(tau), "absolute_threshold: tau must be finite, got ", tau);
+    detail::require(std::isfinite(tau), "semfocus::absolute_threshold: tau must be finite, got ",
+                    tau);
   }
 
   template <class T>

@@ -18,13 +18,13 @@ struct banded {
 
   /// \throws invalid_argument if k < 1.
   explicit banded(index_t k_) : k(k_) {
-    detail::require(k >= 1, "banded: k must be >= 1, got ", k);
+    detail::require(k >= 1, "semfocus::banded: k must be >= 1, got ", k);
   }
 
   /// \throws invalid_argument unless 1 <= k <= n_k.
   void validate(const attention_shape& s) const {
-    detail::require(k >= 1 && k <= s.n_k, "banded: k must be in [1, n_k] with n_k = ", s.n_k,
-                    ", got ", k);
+    detail::require(k >= 1 && k <= s.n_k,
+                    "semfocus::banded: k must be in [1, n_k] with n_k = ", s.n_k, ", got ", k);
   }
 
   /// \brief First kept key of row i; nondecreasing in i.

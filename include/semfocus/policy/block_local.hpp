@@ -18,12 +18,12 @@ struct block_local {
 
   /// \throws invalid_argument if k < 1.
   explicit block_local(index_t k_) : k(k_) {
-    detail::require(k >= 1, "block_local: k must be >= 1, got ", k);
+    detail::require(k >= 1, "semfocus::block_local: k must be >= 1, got ", k);
   }
 
   /// \throws invalid_argument if k < 1.
   void validate(const attention_shape&) const {
-    detail::require(k >= 1, "block_local: k must be >= 1, got ", k);
+    detail::require(k >= 1, "semfocus::block_local: k must be >= 1, got ", k);
   }
 
   template <class T>

@@ -19,13 +19,13 @@ struct bottom_k {
 
   /// \throws invalid_argument if k < 1.
   explicit bottom_k(index_t k_) : k(k_) {
-    detail::require(k >= 1, "bottom_k: k must be >= 1, got ", k);
+    detail::require(k >= 1, "semfocus::bottom_k: k must be >= 1, got ", k);
   }
 
   /// \throws invalid_argument unless 1 <= k <= n_k.
   void validate(const attention_shape& s) const {
-    detail::require(k >= 1 && k <= s.n_k, "bottom_k: k must be in [1, n_k] with n_k = ", s.n_k,
-                    ", got ", k);
+    detail::require(k >= 1 && k <= s.n_k,
+                    "semfocus::bottom_k: k must be in [1, n_k] with n_k = ", s.n_k, ", got ", k);
   }
 
   /// \brief The cut of row i from its n_k scores.

@@ -28,16 +28,19 @@ struct explicit_mask {
   void validate(const attention_shape& s) const {
     const tensor_shape& m = mask.shape();
     detail::require(m.seq == s.n_q && m.dim == s.n_k,
-                    "explicit_mask: mask must have n_q x n_k = ", s.n_q, " x ", s.n_k,
+                    "semfocus::explicit_mask: mask must have n_q x n_k = ", s.n_q, " x ", s.n_k,
                     " in its last two axes, got shape ", m);
-    detail::require(m.batch == 1 || m.batch == s.batch, "explicit_mask: mask batch must be 1 or ",
-                    s.batch, ", got ", m.batch);
-    detail::require(m.heads == 1 || m.heads == s.heads, "explicit_mask: mask heads must be 1 or ",
-                    s.heads, ", got ", m.heads);
-    detail::require(mask.empty() || mask.data() != nullptr, "explicit_mask: mask data is null");
+    detail::require(m.batch == 1 || m.batch == s.batch,
+                    "semfocus::explicit_mask: mask batch must be 1 or ", s.batch, ", got ",
+                    m.batch);
+    detail::require(m.heads == 1 || m.heads == s.heads,
+                    "semfocus::explicit_mask: mask heads must be 1 or ", s.heads, ", got ",
+                    m.heads);
+    detail::require(mask.empty() || mask.data() != nullptr,
+                    "semfocus::explicit_mask: mask data is null");
     const tensor_strides& st = mask.strides();
     detail::require(st.batch >= 0 && st.heads >= 0 && st.seq >= 0,
-                    "explicit_mask: mask strides must be >= 0");
+                    "semfocus::explicit_mask: mask strides must be >= 0");
   }
 
   template <class T>

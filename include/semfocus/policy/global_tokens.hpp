@@ -21,15 +21,17 @@ struct with_global {
 
   /// \throws invalid_argument if g < 0.
   with_global(const Mask& m, index_t g_) : inner(m), g(g_) {
-    detail::require(g >= 0, "with_global: the number of global tokens must be >= 0, got ", g);
+    detail::require(g >= 0, "semfocus::with_global: the number of global tokens must be >= 0, got ",
+                    g);
   }
 
   /// \throws invalid_argument unless 0 <= g <= min(n_q, n_k), or if inner rejects the shape
   /// without the global tokens.
   void validate(const attention_shape& s) const {
-    detail::require(g >= 0 && g <= s.n_q && g <= s.n_k,
-                    "with_global: the number of global tokens must be in [0, min(n_q, n_k)] = [0, ",
-                    s.n_q < s.n_k ? s.n_q : s.n_k, "], got ", g);
+    detail::require(
+        g >= 0 && g <= s.n_q && g <= s.n_k,
+        "semfocus::with_global: the number of global tokens must be in [0, min(n_q, n_k)] = [0, ",
+        s.n_q < s.n_k ? s.n_q : s.n_k, "], got ", g);
     attention_shape reduced = s;
     reduced.n_q -= g;
     reduced.n_k -= g;

@@ -24,13 +24,13 @@ struct random_k {
 
   /// \throws invalid_argument if k < 1.
   random_k(index_t k_, std::uint64_t seed_) : k(k_), seed(seed_) {
-    detail::require(k >= 1, "random_k: k must be >= 1, got ", k);
+    detail::require(k >= 1, "semfocus::random_k: k must be >= 1, got ", k);
   }
 
   /// \throws invalid_argument unless 1 <= k <= n_k.
   void validate(const attention_shape& s) const {
-    detail::require(k >= 1 && k <= s.n_k, "random_k: k must be in [1, n_k] with n_k = ", s.n_k,
-                    ", got ", k);
+    detail::require(k >= 1 && k <= s.n_k,
+                    "semfocus::random_k: k must be in [1, n_k] with n_k = ", s.n_k, ", got ", k);
   }
 
   /// \brief pi(j) for row (hs.batch, hs.head, i): a bijection of [0, n_k).

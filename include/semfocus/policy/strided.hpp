@@ -24,8 +24,8 @@ struct strided {
 
   /// \throws invalid_argument if stride < 1 or local < 0.
   void validate(const attention_shape&) const {
-    detail::require(stride >= 1, "strided: stride must be >= 1, got ", stride);
-    detail::require(local >= 0, "strided: local must be >= 0, got ", local);
+    detail::require(stride >= 1, "semfocus::strided: stride must be >= 1, got ", stride);
+    detail::require(local >= 0, "semfocus::strided: local must be >= 0, got ", local);
   }
 
   template <class T>

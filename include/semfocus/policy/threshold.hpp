@@ -31,8 +31,8 @@ struct threshold {
 
   /// \throws invalid_argument unless tau is finite and >= 0.
   void validate(const attention_shape&) const {
-    detail::require(std::isfinite(tau) && tau >= 0, "threshold: tau must be finite and >= 0, got ",
-                    tau);
+    detail::require(std::isfinite(tau) && tau >= 0,
+                    "semfocus::threshold: tau must be finite and >= 0, got ", tau);
   }
 
   template <class T>

@@ -18,12 +18,14 @@ struct top_k {
   index_t k = 1;
 
   /// \throws invalid_argument if k < 1.
-  explicit top_k(index_t k_) : k(k_) { detail::require(k >= 1, "top_k: k must be >= 1, got ", k); }
+  explicit top_k(index_t k_) : k(k_) {
+    detail::require(k >= 1, "semfocus::top_k: k must be >= 1, got ", k);
+  }
 
   /// \throws invalid_argument unless 1 <= k <= n_k.
   void validate(const attention_shape& s) const {
-    detail::require(k >= 1 && k <= s.n_k, "top_k: k must be in [1, n_k] with n_k = ", s.n_k,
-                    ", got ", k);
+    detail::require(k >= 1 && k <= s.n_k,
+                    "semfocus::top_k: k must be in [1, n_k] with n_k = ", s.n_k, ", got ", k);
   }
 
   /// \brief The cut of row i from its n_k scores.
