@@ -236,7 +236,7 @@ TEST_CASE("block_local: rectangular and non-dividing blocks") {
 // =============================================================================================
 // Dense and causal.
 
-TEST_CASE("dense keeps everything; causal uses bottom-right alignment") {
+TEST_CASE("dense keeps everything, causal uses bottom-right alignment") {
   for (index_t n_q : {1, 3, 8}) {
     for (index_t n_k : {1, 5, 8}) {
       const head_slice hs{0, 0, n_q, n_k};
@@ -1082,4 +1082,19 @@ TEST_CASE("validate rejects k > n_k and G > n") {
   // Policies without validate are accepted by validate_policy.
   CHECK_NOTHROW(sf::validate_policy(sf::dense{}, shape(3, 4)));
   CHECK_NOTHROW(sf::validate_policy(user::same_parity{}, shape(3, 4)));
+}
+
+TEST_CASE("threshold with a tau beyond float's range keeps the max and never -inf") {
+  const semfocus::threshold p(3.5e38);  // finite as a double, +inf as a float
+  const semfocus::head_slice hs{0, 0, 1, 4};
+  const float inf = std::numeric_limits<float>::infinity();
+  const float with_inf[4] = {1.0f, inf, 2.0f, -inf};
+  const auto st = p.row_statistic(hs, 0, with_inf);
+  CHECK(st.keep(1, inf));  // the max is kept: the floor is +inf, not NaN
+  CHECK(!st.keep(0, 1.0f));
+  const float finite[4] = {1.0f, 3.0f, 2.0f, -inf};
+  const auto st2 = p.row_statistic(hs, 0, finite);
+  CHECK(st2.keep(0, 1.0f));  // max - tau rounds below float's range: every finite score kept
+  CHECK(st2.keep(1, 3.0f));
+  CHECK(!st2.keep(3, -inf));  // but -inf is not kept
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 
 /// \brief Marks a function callable from host and device code (a policy member a kernel calls).
@@ -20,5 +21,9 @@ namespace semfocus {
 
 /// \brief Signed index and extent type of the library (as Eigen::Index).
 using index_t = std::ptrdiff_t;
+
+/// \brief The element types of the CPU backends' tensors: float or double.
+template <class T>
+concept real_scalar = std::same_as<T, float> || std::same_as<T, double>;
 
 }  // namespace semfocus

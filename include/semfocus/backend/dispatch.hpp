@@ -46,7 +46,7 @@ struct backward_impl {
 /// for row policies, the row statistics. Cost and memory: those of the backend.
 /// \throws invalid_argument on mismatched shapes, null data, overlapping output strides, a
 /// non-finite scale, or a policy that rejects the shape (e.g. top_k with k > n_k).
-template <class Exec, class Policy, std::floating_point T>
+template <class Exec, class Policy, real_scalar T>
 requires attention_policy<Policy, T>
 void forward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
              std::type_identity_t<tensor_view<const T>> k,
@@ -61,7 +61,7 @@ void forward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor
 }
 
 /// \brief As above, returning a new record.
-template <class Exec, class Policy, std::floating_point T>
+template <class Exec, class Policy, real_scalar T>
 requires attention_policy<Policy, T> forward_record_t<Policy, T> forward(
     const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
     std::type_identity_t<tensor_view<const T>> k, std::type_identity_t<tensor_view<const T>> v,
@@ -78,7 +78,7 @@ requires attention_policy<Policy, T> forward_record_t<Policy, T> forward(
 /// come from forward with the same policy and inputs (backends may use D = rowsum(d_out * out)).
 /// \throws invalid_argument on any shape mismatch, null data, overlapping output strides, or a
 /// record made for another shape.
-template <class Exec, class Policy, std::floating_point T>
+template <class Exec, class Policy, real_scalar T>
 requires attention_policy<Policy, T>
 void backward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
               std::type_identity_t<tensor_view<const T>> k,

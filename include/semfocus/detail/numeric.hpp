@@ -19,6 +19,15 @@ SEMFOCUS_HD constexpr T infinity() noexcept {
     return static_cast<T>(__builtin_huge_val());
 }
 
+/// \brief Largest finite value of T (float or double).
+template <class T>
+SEMFOCUS_HD constexpr T max_finite() noexcept {
+  if constexpr (std::is_same_v<T, float>)
+    return __FLT_MAX__;
+  else
+    return static_cast<T>(__DBL_MAX__);
+}
+
 /// \brief True for NaN (valid unless the consumer compiles with -ffinite-math-only).
 template <class T>
 SEMFOCUS_HD constexpr bool is_nan(T x) noexcept {

@@ -17,10 +17,11 @@ struct score_floor {
 };
 
 /// \brief Threshold relative to the row maximum (our definition; not in the paper's code): row i
-/// keeps key j when s_ij >= max_j s_ij - tau, comparing scaled scores in the score type T. The
-/// kept set is never empty (the max is kept) unless the row is all NaN, and its dispersion
-/// (max - min over kept scores) is at most tau by construction. Row statistic: the floor
-/// max - tau (score_floor). Requires a finite tau >= 0.
+/// keeps key j when s_ij >= floor_i = max_j s_ij - tau, the floor computed in double and rounded
+/// to the score type T (clamped to T's finite range when the max is finite). The kept set is
+/// never empty (the max is kept) unless the row is all NaN, and its dispersion (max - min over
+/// kept scores) is at most tau up to that rounding. Row statistic: the floor (score_floor).
+/// Requires a finite tau >= 0.
 struct threshold {
   static constexpr locality locality_kind = locality::row;
 
@@ -41,7 +42,13 @@ struct threshold {
     T max = -detail::infinity<T>();
     for (index_t j = 0; j < hs.n_k; ++j)
       if (scores[j] > max) max = scores[j];
-    return {max - T(tau)};
+    // max - tau in double, so a tau beyond T's range cannot turn an infinite max into NaN; a
+    // finite floor that rounds past T's range is clamped to -max_finite, so -inf stays unkept.
+    const double floor = static_cast<double>(max) - tau;
+    const T rounded = static_cast<T>(floor);
+    const bool overflowed =
+        rounded == -detail::infinity<T>() && floor > -detail::infinity<double>();
+    return {overflowed ? -detail::max_finite<T>() : rounded};
   }
 };
 
