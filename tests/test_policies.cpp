@@ -573,9 +573,10 @@ TEST_CASE("random_k: roughly uniform coverage of the keys") {
   struct cfg {
     index_t n, k;
   };
-  // Enough rows for about 2000 expected hits per key (a few percent of noise); the bound is loose
-  // (the Feistel-with-cycle-walking permutation is only approximately uniform for small n_k).
-  for (const cfg c : {cfg{64, 8}, cfg{17, 3}, cfg{100, 1}, cfg{7, 5}, cfg{3, 1}}) {
+  // About 2000 expected hits per key: binomial noise sd ~2.2%; the seed is fixed, so the bound
+  // is deterministic. (With 4 Feistel rounds n_k = 5 showed ~8% bias; 8 rounds stay in the noise.)
+  for (const cfg c :
+       {cfg{64, 8}, cfg{17, 3}, cfg{100, 1}, cfg{7, 5}, cfg{3, 1}, cfg{5, 1}, cfg{9, 1}}) {
     const sf::random_k p(c.k, 2024);
     const index_t B = 4, H = 4, nq = (2000 * c.n) / (B * H * c.k) + 1;
     std::vector<index_t> hits(static_cast<std::size_t>(c.n), 0);
@@ -588,8 +589,8 @@ TEST_CASE("random_k: roughly uniform coverage of the keys") {
     const double expected = double(B * H * nq * c.k) / double(c.n);
     INFO("n ", c.n, " k ", c.k, " expected hits per key ", expected);
     const auto [lo, hi] = std::minmax_element(hits.begin(), hits.end());
-    CHECK(double(*lo) > 0.8 * expected);
-    CHECK(double(*hi) < 1.2 * expected);
+    CHECK(double(*lo) > 0.94 * expected);
+    CHECK(double(*hi) < 1.06 * expected);
   }
 }
 

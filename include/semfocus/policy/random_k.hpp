@@ -11,7 +11,7 @@ namespace semfocus {
 
 /// \brief Input-agnostic random selection: each row (b, h, i) keeps exactly k distinct keys, a
 /// pseudo-random subset fixed by (seed, b, h, i). Key j is kept when pi(j) < k, where pi is a
-/// pseudo-random permutation of [0, n_k): a 4-round Feistel network over the smallest
+/// pseudo-random permutation of [0, n_k): an 8-round Feistel network over the smallest
 /// power-of-four domain >= n_k, cycle-walked back into range (expected <= 4 steps, O(1) per key,
 /// no state). Our choice: the paper's code draws k indices with replacement at every call;
 /// this one is reproducible from the seed and keeps exactly k. Requires 1 <= k <= n_k.
@@ -45,7 +45,7 @@ struct random_k {
     std::uint64_t x = std::uint64_t(j);
     do {
       std::uint64_t l = x >> half, r = x & mask;
-      for (std::uint64_t round = 0; round < 4; ++round) {
+      for (std::uint64_t round = 0; round < 8; ++round) {
         const std::uint64_t f = mix64(row + round * 0x9e3779b97f4a7c15ull + r) & mask;
         const std::uint64_t next_r = l ^ f;
         l = r;
