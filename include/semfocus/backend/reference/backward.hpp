@@ -37,9 +37,9 @@ struct backward_impl<exec::reference_t, Policy, T> {
           row_statistic_t<Policy, T> st{};
           if constexpr (row_policy<Policy, T>) st = rec.stats[std::size_t(r)];
           const double lse = rec.lse[std::size_t(r)];
-          double* pi = &prob[std::size_t(i) * nk];
-          double* dsi = &ds[std::size_t(i) * nk];
-          unsigned char* ki = &kept[std::size_t(i) * nk];
+          double* pi = prob.data() + std::size_t(i) * nk;
+          double* dsi = ds.data() + std::size_t(i) * nk;
+          unsigned char* ki = kept.data() + std::size_t(i) * nk;
           double row_dot = 0;  // D_i
           for (index_t j = 0; j < sh.n_k; ++j) {
             const T sij = s[std::size_t(j)];
