@@ -130,14 +130,14 @@ static_assert(!is_input_agnostic_v<user::above_mean>);
 static_assert(!is_input_agnostic_v<int>);
 
 // row_statistic_t.
-static_assert(std::is_same_v<row_statistic_t<semfocus::top_k, float>,
-                             semfocus::detail::rank_cut<float, true>>);
-static_assert(std::is_same_v<row_statistic_t<semfocus::top_k, double>,
-                             semfocus::detail::rank_cut<double, true>>);
-static_assert(std::is_same_v<row_statistic_t<semfocus::bottom_k, float>,
-                             semfocus::detail::rank_cut<float, false>>);
-static_assert(std::is_same_v<row_statistic_t<semfocus::bottom_k, double>,
-                             semfocus::detail::rank_cut<double, false>>);
+static_assert(
+    std::is_same_v<row_statistic_t<semfocus::top_k, float>, semfocus::rank_cut<float, true>>);
+static_assert(
+    std::is_same_v<row_statistic_t<semfocus::top_k, double>, semfocus::rank_cut<double, true>>);
+static_assert(
+    std::is_same_v<row_statistic_t<semfocus::bottom_k, float>, semfocus::rank_cut<float, false>>);
+static_assert(
+    std::is_same_v<row_statistic_t<semfocus::bottom_k, double>, semfocus::rank_cut<double, false>>);
 static_assert(
     std::is_same_v<row_statistic_t<semfocus::threshold, float>, semfocus::score_floor<float>>);
 static_assert(
@@ -153,10 +153,10 @@ static_assert(std::is_same_v<row_statistic_t<semfocus::absolute_threshold, float
 static_assert(std::is_same_v<row_statistic_t<user::same_parity, double>, no_statistic>);
 
 // row_predicate on the statistic types.
-static_assert(row_predicate<semfocus::detail::rank_cut<float, true>, float>);
-static_assert(row_predicate<semfocus::detail::rank_cut<double, true>, double>);
-static_assert(row_predicate<semfocus::detail::rank_cut<float, false>, float>);
-static_assert(row_predicate<semfocus::detail::rank_cut<double, false>, double>);
+static_assert(row_predicate<semfocus::rank_cut<float, true>, float>);
+static_assert(row_predicate<semfocus::rank_cut<double, true>, double>);
+static_assert(row_predicate<semfocus::rank_cut<float, false>, float>);
+static_assert(row_predicate<semfocus::rank_cut<double, false>, double>);
 static_assert(row_predicate<semfocus::score_floor<float>, float>);
 static_assert(row_predicate<semfocus::score_floor<double>, double>);
 static_assert(row_predicate<user::mean_floor<float>, float>);
@@ -253,6 +253,22 @@ static_assert(!row_predicate<statistic_without_keep, float>);
 static_assert(!row_policy<row_statistic_no_keep, float>);
 static_assert(!attention_policy<row_statistic_no_keep, float>);
 static_assert(!attention_policy<row_statistic_no_keep, double>);
+
+// A statistic without a default constructor (a record could not hold an array of them).
+struct explicit_floor {
+  explicit explicit_floor(double f) : floor(f) {}
+  double floor;
+  bool keep(index_t, double s) const noexcept { return s >= floor; }
+};
+struct row_explicit_floor {
+  static constexpr locality locality_kind = locality::row;
+  explicit_floor row_statistic(const head_slice&, index_t, const double*) const noexcept {
+    return explicit_floor(0.0);
+  }
+};
+static_assert(std::is_trivially_copyable_v<explicit_floor>);
+static_assert(!row_predicate<explicit_floor, double>);
+static_assert(!row_policy<row_explicit_floor, double>);
 
 // A statistic whose keep returns int.
 template <class T>

@@ -482,8 +482,7 @@ TEST_CASE("backward with a record made for another shape or tampered with") {
   }
   SUBCASE("a record never filled by forward") {
     f.rec = {};
-    CHECK_INVALID(f.bwd_ok(), "record was made for shape {batch 0",
-                  "arguments have shape {batch 2, heads 3, n_q 4");
+    CHECK_INVALID(f.bwd_ok(), "semfocus::backward: record was not filled by forward");
   }
   SUBCASE("a record whose arrays do not match its shape") {
     f.rec.lse.pop_back();
@@ -567,4 +566,94 @@ TEST_CASE("empty problems are not errors") {
                mview(nullptr, s.k()), mview(nullptr, s.v()));
     }));
   }
+}
+
+TEST_CASE("outputs that alias inputs or each other are rejected") {
+  fixture f;
+  SUBCASE("forward: out is v's buffer (same shape here)") {
+    const attention_shape s{1, 1, 4, 4, 2, 2};
+    problem<double> p(s, 3);
+    const mview out_on_v(p.v.data.data(), s.out());
+    CHECK_INVALID(
+        [&] { forward(exec::reference, dense{}, p.q.view(), p.k.view(), p.v.view(), out_on_v); },
+        "semfocus::forward: out overlaps the memory of v");
+    const mview out_on_q(p.q.data.data(), s.out());
+    CHECK_INVALID(
+        [&] { forward(exec::reference, dense{}, p.q.view(), p.k.view(), p.v.view(), out_on_q); },
+        "out overlaps the memory of q");
+  }
+  SUBCASE("forward: out partly overlaps the end of k") {
+    std::vector<double> buf(std::size_t(f.s.k().size() + f.s.out().size() - 1));
+    std::copy(f.pr.k.data.begin(), f.pr.k.data.end(), buf.begin());
+    const cview k_in(buf.data(), f.s.k());
+    const mview out(buf.data() + f.s.k().size() - 1, f.s.out());
+    CHECK_INVALID(f.fwd(f.q(), k_in, f.v(), out), "out overlaps the memory of k");
+  }
+  SUBCASE("backward: a gradient on an input, or two gradients sharing memory") {
+    tensor<double> dq_on_q = f.pr.q;  // copy, then alias dq with this q
+    CHECK_INVALID(f.bwd(dq_on_q.view(), f.k(), f.v(), f.o(), f.d_out(), dq_on_q.view(), f.dk.view(),
+                        f.dv.view()),
+                  "semfocus::backward: dq overlaps the memory of q");
+    std::vector<double> big(std::size_t(f.s.v().size()));
+    CHECK_INVALID(f.bwd(f.q(), f.k(), f.v(), f.o(), cview(big.data(), f.s.out()), f.dq.view(),
+                        f.dk.view(), mview(big.data(), f.s.v())),
+                  "dv overlaps the memory of d_out");
+    // dq and dk share memory when n_q = n_k and d = d: build such a problem.
+    const attention_shape s{1, 1, 3, 3, 2, 2};
+    problem<double> p(s, 5);
+    tensor<double> out(s.out()), shared(s.q()), dv(s.v());
+    const auto rec =
+        forward(exec::reference, dense{}, p.q.view(), p.k.view(), p.v.view(), out.view());
+    CHECK_INVALID(
+        [&] {
+          backward(exec::reference, dense{}, p.q.view(), p.k.view(), p.v.view(), out.cview(),
+                   p.d_out.view(), rec, shared.view(), shared.view(), dv.view());
+        },
+        "dq overlaps the memory of dk");
+  }
+  SUBCASE("disjoint neighbours in one buffer are fine") {
+    std::vector<double> buf(std::size_t(f.s.q().size() + f.s.out().size()));
+    std::copy(f.pr.q.data.begin(), f.pr.q.data.end(), buf.begin());
+    CHECK(throws_nothing(f.fwd(cview(buf.data(), f.s.q()), f.k(), f.v(),
+                               mview(buf.data() + f.s.q().size(), f.s.out()))));
+  }
+}
+
+TEST_CASE("backward rejects a record made with a different policy value") {
+  const attention_shape s{1, 2, 5, 6, 3, 2};
+  const problem<double> p(s, 13);
+  tensor<double> out(s.out()), dq(s.q()), dk(s.k()), dv(s.v());
+  const auto rec3 =
+      forward(exec::reference, top_k(3), p.q.view(), p.k.view(), p.v.view(), out.view());
+  CHECK_INVALID(
+      [&] {
+        backward(exec::reference, top_k(4), p.q.view(), p.k.view(), p.v.view(), out.cview(),
+                 p.d_out.view(), rec3, dq.view(), dk.view(), dv.view());
+      },
+      "semfocus::backward: record was made by forward with a different policy value");
+  const auto rec_dense =
+      forward(exec::reference, dense{}, p.q.view(), p.k.view(), p.v.view(), out.view());
+  CHECK_INVALID(
+      [&] {
+        backward(exec::reference, dense{.is_causal = true}, p.q.view(), p.k.view(), p.v.view(),
+                 out.cview(), p.d_out.view(), rec_dense, dq.view(), dk.view(), dv.view());
+      },
+      "different policy value");
+  CHECK(throws_nothing([&] {
+    backward(exec::reference, dense{}, p.q.view(), p.k.view(), p.v.view(), out.cview(),
+             p.d_out.view(), rec_dense, dq.view(), dk.view(), dv.view());
+  }));
+}
+
+TEST_CASE("with_global reports an inner-mask error with the reduced shape") {
+  const attention_shape s{1, 1, 6, 6, 2, 2};
+  const problem<double> p(s, 17);
+  tensor<double> out(s.out());
+  CHECK_INVALID(
+      [&] {
+        forward(exec::reference, global_tokens(banded(5), 2), p.q.view(), p.k.view(), p.v.view(),
+                out.view());
+      },
+      "semfocus::with_global: the inner mask applies to the (n_q - G) x (n_k - G) = 4 x 4 block",
+      "(G = 2)", "semfocus::banded: k must be in [1, n_k] with n_k = 4, got 5");
 }

@@ -287,14 +287,15 @@ TEST_CASE(
 }
 
 TEST_CASE("keys that no row keeps get exactly zero dK and dV") {
-  SUBCASE("banded(2) with 3 queries over 8 keys keeps only keys 0..3") {
+  SUBCASE("banded(2) with 3 queries over 8 keys keeps only keys 5..7") {
     const attention_shape s{2, 2, 3, 8, 3, 4};
     const problem<double> pr(s, 81);
     const index_t k = 2;
-    // Kept union from the definition: row i keeps [clamp(i - (k-1)/2, 0, n_k - k), + k).
+    // Kept union from the definition: row i, at key position p = i + n_k - n_q, keeps
+    // [clamp(p - (k-1)/2, 0, n_k - k), + k).
     std::vector<bool> kept(std::size_t(s.n_k), false);
     for (index_t i = 0; i < s.n_q; ++i) {
-      const index_t start = std::clamp<index_t>(i - (k - 1) / 2, 0, s.n_k - k);
+      const index_t start = std::clamp<index_t>(i + s.n_k - s.n_q - (k - 1) / 2, 0, s.n_k - k);
       for (index_t j = start; j < start + k; ++j) kept[std::size_t(j)] = true;
     }
     const auto r = run_reference(banded(k), pr);
@@ -308,17 +309,18 @@ TEST_CASE("keys that no row keeps get exactly zero dK and dV") {
           if (!kept[std::size_t(j)])
             for (index_t c = 0; c < s.d; ++c) CHECK(r.dk(b, h, j, c) == 0.0);
         }
-    CHECK(std::count(kept.begin(), kept.end(), true) == 4);
+    CHECK(std::count(kept.begin(), kept.end(), true) == 3);
     CHECK(gradient_error(banded(k), pr, fd_step) <= 1.0);
   }
-  SUBCASE("block_local(3) with 4 queries over 8 keys: keys 6 and 7 are unseen") {
+  SUBCASE("block_local(3) with 4 queries over 8 keys: keys 0, 1, 2 are unseen") {
+    // The queries sit at key positions 4..7: blocks {3, 4, 5} and {6, 7}.
     const attention_shape s{1, 2, 4, 8, 2, 3};
     const problem<double> pr(s, 82);
     const auto r = run_reference(block_local(3), pr);
     for (index_t h = 0; h < s.heads; ++h)
       for (index_t j = 0; j < s.n_k; ++j) {
         CAPTURE(j);
-        const bool kept = j < 6;
+        const bool kept = j >= 3;
         bool any_dv = false;
         for (index_t c = 0; c < s.d_v; ++c) any_dv = any_dv || r.dv(0, h, j, c) != 0.0;
         CHECK(any_dv == kept);
@@ -381,8 +383,9 @@ TEST_CASE("empty rows have exactly zero dQ and nothing is NaN") {
     };
     // causal aligns the queries with the last n_q keys: row i keeps j <= i - 3.
     check_rows(causal{}, [](index_t i) -> index_t { return i < 3 ? 0 : i - 2; });
-    // block_local(2): row i keeps the keys of block i / 2; keys exist for blocks 0 and 1.
-    check_rows(block_local(2), [](index_t i) -> index_t { return i < 4 ? 2 : 0; });
+    // block_local(2): row i sits at key position i - 3; negative positions keep nothing, the
+    // others keep their block of 2.
+    check_rows(block_local(2), [](index_t i) -> index_t { return i < 3 ? 0 : 2; });
   }
 }
 

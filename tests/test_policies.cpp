@@ -198,10 +198,12 @@ TEST_CASE("banded keeps exactly k consecutive keys per row, window as in the pap
     const index_t l = (c.k - 1) / 2, u = c.k - 1 - l;
     for (index_t i = 0; i < c.n_q; ++i) {
       INFO("row ", i);
-      // The paper: [i - l, i + u], shifted to [0, k) or [n - k, n) when it leaves [0, n).
-      index_t first = i - l;
+      // The paper: [p - l, p + u], shifted to [0, k) or [n - k, n) when it leaves [0, n), at the
+      // query's key position p = i + n_k - n_q (bottom-right alignment; p = i when square).
+      const index_t pos = i + c.n_k - c.n_q;
+      index_t first = pos - l;
       if (first < 0) first = 0;
-      if (i + u >= c.n_k) first = c.n_k - c.k;
+      if (pos + u >= c.n_k) first = c.n_k - c.k;
       if (first < 0) first = 0;
       CHECK(row_count(p, hs, i) == c.k);
       bool ok = true;
@@ -209,26 +211,28 @@ TEST_CASE("banded keeps exactly k consecutive keys per row, window as in the pap
         ok = ok && fixed_keep(p, hs, i, j) == (j >= first && j < first + c.k);
       CHECK(ok);
       CHECK(p.start(hs, i) == first);
-      if (i < c.n_k) CHECK(fixed_keep(p, hs, i, i));  // the query's own position
+      if (pos >= 0 && pos < c.n_k) CHECK(fixed_keep(p, hs, i, pos));  // the query's own position
     }
   }
 }
 
 TEST_CASE("block_local: rectangular and non-dividing blocks") {
   const sf::block_local p(4);
-  // n_q > n_k: rows in blocks past the last key block keep nothing.
+  // n_q > n_k: row i sits at key position i - 7; the first 7 rows (negative positions) keep
+  // nothing, rows at positions 0..3 keep block {0..3}, positions 4, 5 keep the short block {4, 5}.
   const head_slice hs{0, 0, 13, 6};
   for (index_t i = 0; i < hs.n_q; ++i) {
     INFO("row ", i);
     index_t expect = 0;
-    if (i < 4)
+    if (i >= 7 && i < 11)
       expect = 4;
-    else if (i < 8)
+    else if (i >= 11)
       expect = 2;  // keys {4, 5}
     CHECK(row_count(p, hs, i) == expect);
   }
+  // n_q < n_k: the 4 queries are key positions 4..7 (bottom-right alignment).
   CHECK(mask_rows(sf::block_local(3), head_slice{0, 0, 4, 8}) ==
-        std::vector<std::string>{"11100000", "11100000", "11100000", "00011100"});
+        std::vector<std::string>{"00011100", "00011100", "00000011", "00000011"});
   CHECK(mask_rows(sf::block_local(1), head_slice{0, 0, 3, 3}) ==
         std::vector<std::string>{"100", "010", "001"});
 }
@@ -269,15 +273,15 @@ TEST_CASE("dense keeps everything, causal uses bottom-right alignment") {
     const head_slice hs{0, 0, 6, 9};
     CHECK(mask_rows(c, hs) == mask_rows(sf::causal{}, hs));
     const sf::causal cz;
-    CHECK(static_cast<const sf::dense&>(cz).causal);
-    CHECK_FALSE(sf::dense{}.causal);
+    CHECK(static_cast<const sf::dense&>(cz).is_causal);
+    CHECK_FALSE(sf::dense{}.is_causal);
   }
 }
 
 // =============================================================================================
 // Strided.
 
-TEST_CASE("strided(stride, local): (i - j) mod stride == 0 or |i - j| <= local") {
+TEST_CASE("strided(stride, local): (p - j) mod stride == 0 or |p - j| <= local, p the position") {
   struct sl {
     index_t stride, local;
   };
@@ -290,7 +294,7 @@ TEST_CASE("strided(stride, local): (i - j) mod stride == 0 or |i - j| <= local")
       index_t bad = 0, negative_kept = 0;
       for (index_t i = 0; i < hs.n_q; ++i)
         for (index_t j = 0; j < hs.n_k; ++j) {
-          const index_t d = i - j;
+          const index_t d = hs.position(i) - j;  // query i at key position i + n_k - n_q
           const index_t mod = ((d % c.stride) + c.stride) % c.stride;  // Euclidean
           const bool expect = mod == 0 || std::abs(d) <= c.local;
           const bool got = fixed_keep(p, hs, i, j);
@@ -378,7 +382,8 @@ TEST_CASE("global_tokens(banded / block_local, G): global rows, global columns, 
 }
 
 TEST_CASE("global_tokens on a rectangular slice") {
-  // n_q = 10, n_k = 14, G = 2: rows 8, 9 global, keys 12, 13 global, inner 8 x 12 banded(4).
+  // n_q = 10, n_k = 14, G = 2: rows 8, 9 global, keys 12, 13 global, inner 8 x 12 banded(4)
+  // with row i at key position i + 4.
   const auto p = sf::global_tokens(sf::banded(4), 2);
   const head_slice hs{0, 0, 10, 14};
   for (index_t i = 0; i < 10; ++i) {
@@ -386,7 +391,7 @@ TEST_CASE("global_tokens on a rectangular slice") {
     CHECK(row_count(p, hs, i) == (i >= 8 ? 14 : 6));
     for (index_t j = 0; j < 12; ++j) {
       if (i >= 8) continue;
-      const index_t first = std::clamp<index_t>(i - 1, 0, 12 - 4);
+      const index_t first = std::clamp<index_t>(i + 4 - 1, 0, 12 - 4);
       CHECK(fixed_keep(p, hs, i, j) == (j >= first && j < first + 4));
     }
   }

@@ -83,7 +83,9 @@ TEST_CASE("reference forward matches the dense-with-mask formula for every polic
     const index_t nq = s.n_q, nk = s.n_k;
     const index_t k = std::min<index_t>(3, nk);
     const index_t l = (k - 1) / 2;
-    auto band_start = [=](index_t i) { return std::clamp<index_t>(i - l, 0, nk - k); };
+    // Positional masks place query i at key position i + n_k - n_q (bottom-right alignment).
+    auto pos = [=](index_t i) { return i + nk - nq; };
+    auto band_start = [=](index_t i) { return std::clamp<index_t>(pos(i) - l, 0, nk - k); };
     const index_t g = std::min<index_t>({2, nq, nk}) > 1 ? 1 : 0;
     // Explicit mask [1, heads, n_q, n_k], broadcast over the batch.
     std::vector<unsigned char> mbits(std::size_t(s.heads * nq * nk));
@@ -110,13 +112,16 @@ TEST_CASE("reference forward matches the dense-with-mask formula for every polic
     SUBCASE("block_local") {
       check_against_oracle(
           block_local(2),
-          [](index_t, index_t, index_t i, index_t j, auto&) { return i / 2 == j / 2; }, s, ++seed);
+          [=](index_t, index_t, index_t i, index_t j, auto&) {
+            return pos(i) >= 0 && pos(i) / 2 == j / 2;
+          },
+          s, ++seed);
     }
     SUBCASE("strided") {
       check_against_oracle(
           strided(3, 1),
-          [](index_t, index_t, index_t i, index_t j, auto&) {
-            return (i - j) % 3 == 0 || std::abs(i - j) <= 1;
+          [=](index_t, index_t, index_t i, index_t j, auto&) {
+            return (pos(i) - j) % 3 == 0 || std::abs(pos(i) - j) <= 1;
           },
           s, ++seed);
     }
@@ -124,7 +129,7 @@ TEST_CASE("reference forward matches the dense-with-mask formula for every polic
       check_against_oracle(
           global_tokens(block_local(2), g),
           [=](index_t, index_t, index_t i, index_t j, auto&) {
-            return i >= nq - g || j >= nk - g || i / 2 == j / 2;
+            return i >= nq - g || j >= nk - g || (pos(i) >= 0 && pos(i) / 2 == j / 2);
           },
           s, ++seed);
     }

@@ -14,7 +14,7 @@ namespace semfocus {
 
 /// \brief The record forward returns for policy P and element type T.
 template <class P, class T>
-using forward_record_t = forward_record<T, row_statistic_t<P, T>>;
+using forward_record_t = forward_record<P, T, row_statistic_t<P, T>>;
 
 namespace detail {
 template <class>
@@ -41,11 +41,12 @@ struct backward_impl {
 /// \brief Attention forward: out = softmax over the policy's kept keys of (scale Q K^T), times V.
 ///
 /// Shapes: q [batch, heads, n_q, d], k [batch, heads, n_k, d], v [batch, heads, n_k, d_v],
-/// out [batch, heads, n_q, d_v] (views may be strided; out must not overlap the inputs).
+/// out [batch, heads, n_q, d_v] (views may be strided; out must not overlap itself or the inputs).
 /// The record is reset to this call (its memory is reused) and receives the row log-sum-exp and,
 /// for row policies, the row statistics. Cost and memory: those of the backend.
-/// \throws invalid_argument on mismatched shapes, null data, overlapping output strides, a
-/// non-finite scale, or a policy that rejects the shape (e.g. top_k with k > n_k).
+/// \throws invalid_argument on mismatched shapes, null data, overlapping output strides, an output
+/// that aliases an input, a non-finite scale, or a policy that rejects the shape (e.g. top_k with
+/// k > n_k).
 template <class Exec, class Policy, real_scalar T>
 requires attention_policy<Policy, T>
 void forward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
@@ -55,8 +56,11 @@ void forward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor
   constexpr const char* fn = "semfocus::forward";
   const attention_shape s = detail::check_inputs(fn, q, k, v);
   detail::check_view(fn, "out", out, s.out(), true);
+  detail::check_disjoint(fn, "out", out, "q", q);
+  detail::check_disjoint(fn, "out", out, "k", k);
+  detail::check_disjoint(fn, "out", out, "v", v);
   validate_policy(policy, s);
-  record.reset(s, detail::resolve_scale(fn, options, s.d));
+  record.reset(policy, s, detail::resolve_scale(fn, options, s.d));
   forward_impl<std::remove_cvref_t<Exec>, Policy, T>::run(exec, policy, q, k, v, out, record);
 }
 
@@ -76,8 +80,9 @@ requires attention_policy<Policy, T> forward_record_t<Policy, T> forward(
 ///
 /// Shapes as forward; d_out like out, dq like q, dk like k, dv like v. `out` and `record` must
 /// come from forward with the same policy and inputs (backends may use D = rowsum(d_out * out)).
-/// \throws invalid_argument on any shape mismatch, null data, overlapping output strides, or a
-/// record made for another shape.
+/// \throws invalid_argument on any shape mismatch, null data, overlapping output strides, an output
+/// that aliases an input or another output, or a record not made by forward for this shape and
+/// (for equality-comparable policies) an equal policy.
 template <class Exec, class Policy, real_scalar T>
 requires attention_policy<Policy, T>
 void backward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor_view<const T>> q,
@@ -94,8 +99,18 @@ void backward(const Exec& exec, const Policy& policy, std::type_identity_t<tenso
   detail::check_view(fn, "dq", dq, s.q(), true);
   detail::check_view(fn, "dk", dk, s.k(), true);
   detail::check_view(fn, "dv", dv, s.v(), true);
+  const char* in_names[] = {"q", "k", "v", "out", "d_out"};
+  const tensor_view<const T> ins[] = {q, k, v, out, d_out};
+  for (int x = 0; x < 5; ++x) {
+    detail::check_disjoint(fn, "dq", dq, in_names[x], ins[x]);
+    detail::check_disjoint(fn, "dk", dk, in_names[x], ins[x]);
+    detail::check_disjoint(fn, "dv", dv, in_names[x], ins[x]);
+  }
+  detail::check_disjoint(fn, "dq", dq, "dk", dk);
+  detail::check_disjoint(fn, "dq", dq, "dv", dv);
+  detail::check_disjoint(fn, "dk", dk, "dv", dv);
   validate_policy(policy, s);
-  detail::check_record(fn, record, s);
+  detail::check_record(fn, record, policy, s);
   backward_impl<std::remove_cvref_t<Exec>, Policy, T>::run(exec, policy, q, k, v, out, d_out,
                                                            record, dq, dk, dv);
 }

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cmath>
+#include <concepts>
+#include <functional>
 #include <optional>
 
 #include "semfocus/core/error.hpp"
@@ -35,6 +37,21 @@ void check_view(const char* fn, const char* name, const tensor_view<T>& v,
           " strides make distinct elements overlap; an output needs non-overlapping strides");
 }
 
+/// \brief Throws unless the memory spans [data, data + required_size) of output `a` and of `b`
+/// are disjoint (an output may not alias an input or another output). O(1).
+template <class T, class U>
+void check_disjoint(const char* fn, const char* a_name, const tensor_view<T>& a, const char* b_name,
+                    const tensor_view<U>& b) {
+  if (a.empty() || b.empty()) return;
+  const std::less<const void*> before;  // a total order even across allocations
+  const void* a0 = a.data();
+  const void* a1 = a.data() + a.required_size();
+  const void* b0 = b.data();
+  const void* b1 = b.data() + b.required_size();
+  require(!before(a0, b1) || !before(b0, a1), fn, ": ", a_name, " overlaps the memory of ", b_name,
+          "; outputs must not alias inputs or other outputs");
+}
+
 /// \brief Derives the problem shape from Q, K, V, checks them against it and returns it.
 /// \throws invalid_argument naming the first bad argument.
 template <class T>
@@ -59,15 +76,21 @@ inline double resolve_scale(const char* fn, const attention_options& o, index_t 
   return scale;
 }
 
-/// \brief Checks that a record was produced by forward for this shape and policy kind.
-template <class T, class S>
-void check_record(const char* fn, const forward_record<T, S>& r, const attention_shape& s) {
+/// \brief Checks that a record was produced by forward for this shape and, when the policy type is
+/// equality-comparable (every built-in one is), for an equal policy.
+template <class P, class T, class S>
+void check_record(const char* fn, const forward_record<P, T, S>& r, const P& policy,
+                  const attention_shape& s) {
+  require(r.policy.has_value(), fn, ": record was not filled by forward");
+  if constexpr (std::equality_comparable<P>)
+    require(*r.policy == policy, fn,
+            ": record was made by forward with a different policy value (parameters differ)");
   require(r.shape == s, fn, ": record was made for shape ", r.shape,
           " but the arguments have shape ", s);
   require(std::isfinite(r.scale), fn, ": record scale must be finite, got ", r.scale);
   require(static_cast<index_t>(r.lse.size()) == s.rows(), fn, ": record lse must hold ", s.rows(),
           " rows, got ", r.lse.size());
-  const index_t stats = forward_record<T, S>::has_statistics ? s.rows() : 0;
+  const index_t stats = forward_record<P, T, S>::has_statistics ? s.rows() : 0;
   require(static_cast<index_t>(r.stats.size()) == stats, fn, ": record stats must hold ", stats,
           " rows, got ", r.stats.size());
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -12,16 +13,17 @@ namespace semfocus {
 /// \brief The per-row statistic of an elementwise policy: nothing.
 struct no_statistic {};
 
-/// \brief What forward saves for backward (the analogue of FlashAttention's saved LSE): the
-/// problem shape, the scale used, the log-sum-exp of every score row over its kept set
-/// (-inf for an empty row) and, for a row policy, every row's statistic, so that backward
-/// applies exactly the forward selection. Rows are indexed ((b * heads) + h) * n_q + i.
-/// Reusing one record across calls of the same shape reuses its memory.
-template <class T, class Statistic = no_statistic>
+/// \brief What forward saves for backward (the analogue of FlashAttention's saved LSE): the policy
+/// it ran with, the problem shape, the scale, the log-sum-exp of every score row over its kept
+/// set (in double whatever T is; -inf for an empty row) and, for a row policy, every row's
+/// statistic, so that backward applies exactly the forward selection. Rows are indexed
+/// ((b * heads) + h) * n_q + i. Reusing one record across calls reuses its memory.
+template <class Policy, class T, class Statistic = no_statistic>
 struct forward_record {
+  std::optional<Policy> policy;  // empty until a forward fills the record
   attention_shape shape{};
   double scale = 0;
-  std::vector<T> lse;            // [batch, heads, n_q]
+  std::vector<double> lse;       // [batch, heads, n_q]
   std::vector<Statistic> stats;  // [batch, heads, n_q] for row policies, else empty
 
   static constexpr bool has_statistics = !std::is_same_v<Statistic, no_statistic>;
@@ -31,8 +33,9 @@ struct forward_record {
     return (b * shape.heads + h) * shape.n_q + i;
   }
 
-  /// \brief Sets the shape and scale and sizes the arrays (keeps their capacity).
-  void reset(const attention_shape& s, double scale_) {
+  /// \brief Sets the policy, shape and scale and sizes the arrays (keeps their capacity).
+  void reset(const Policy& p, const attention_shape& s, double scale_) {
+    policy = p;
     shape = s;
     scale = scale_;
     lse.resize(static_cast<std::size_t>(s.rows()));

@@ -52,6 +52,11 @@ struct head_slice {
   index_t head = 0;
   index_t n_q = 0;
   index_t n_k = 0;
+
+  /// \brief Key position of query i for positional masks: i + n_k - n_q, i.e. the queries are the
+  /// last n_q positions of the key sequence (bottom-right alignment, as FlashAttention >= 2.1);
+  /// i itself when n_q = n_k. Negative for the first n_q - n_k queries when n_q > n_k.
+  SEMFOCUS_HD constexpr index_t position(index_t i) const noexcept { return i + n_k - n_q; }
 };
 
 /// \brief A rectangle of the score matrix: rows [i0, i1), keys [j0, j1).

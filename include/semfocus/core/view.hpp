@@ -103,6 +103,8 @@ class tensor_view {
     strides_.batch = strides_.heads;
   }
 
+  /// \name Accessors: the pointer, extents and strides; O(1).
+  /// \{
   SEMFOCUS_HD constexpr T* data() const noexcept { return data_; }
   SEMFOCUS_HD constexpr const tensor_shape& shape() const noexcept { return shape_; }
   SEMFOCUS_HD constexpr const tensor_strides& strides() const noexcept { return strides_; }
@@ -112,11 +114,13 @@ class tensor_view {
   SEMFOCUS_HD constexpr index_t dim() const noexcept { return shape_.dim; }
   SEMFOCUS_HD constexpr index_t size() const noexcept { return shape_.size(); }
   SEMFOCUS_HD constexpr bool empty() const noexcept { return size() == 0; }
+  /// \}
 
   /// \brief Pointer to row (b, h, i): `dim()` contiguous elements.
   SEMFOCUS_HD constexpr T* row(index_t b, index_t h, index_t i) const noexcept {
     return data_ + b * strides_.batch + h * strides_.heads + i * strides_.seq;
   }
+  /// \brief Element (b, h, i, c); no bounds check.
   SEMFOCUS_HD constexpr T& operator()(index_t b, index_t h, index_t i, index_t c) const noexcept {
     return row(b, h, i)[c];
   }
@@ -127,6 +131,9 @@ class tensor_view {
     return (shape_.batch - 1) * strides_.batch + (shape_.heads - 1) * strides_.heads +
            (shape_.seq - 1) * strides_.seq + shape_.dim;
   }
+
+  /// \brief Same pointer, shape and strides (not an element comparison).
+  friend constexpr bool operator==(const tensor_view&, const tensor_view&) = default;
 
   /// \brief True when no two index tuples address the same element (a sufficient test: each
   /// axis, taken in order of increasing stride, steps past everything the smaller axes span).

@@ -26,10 +26,13 @@ struct absolute_threshold {
                     tau);
   }
 
+  /// \brief Whether key j of row i is kept: s >= T(tau); O(1).
   template <class T>
   SEMFOCUS_HD constexpr bool keep(const head_slice&, index_t, index_t, T s) const noexcept {
     return s >= T(tau);
   }
+
+  friend constexpr bool operator==(const absolute_threshold&, const absolute_threshold&) = default;
 };
 
 }  // namespace semfocus

@@ -6,10 +6,10 @@
 
 namespace semfocus {
 
-/// \brief The paper's banded mask: row i keeps exactly k consecutive keys, the window
-/// [i - l, i + u] with l = floor((k - 1) / 2), u = k - 1 - l, shifted (not truncated) at the
-/// edges: it starts at start(i) = clamp(i - l, 0, n_k - k) and keeps [start(i), start(i) + k).
-/// For n_q != n_k the same formula is used with the row index i. Requires 1 <= k <= n_k.
+/// \brief The paper's banded mask: row i at position p = hs.position(i) (= i when n_q = n_k;
+/// bottom-right aligned otherwise) keeps exactly k consecutive keys, the window [p - l, p + u]
+/// with l = floor((k - 1) / 2), u = k - 1 - l, shifted (not truncated) at the edges: it starts at
+/// start(i) = clamp(p - l, 0, n_k - k) and keeps [start(i), start(i) + k). Requires 1 <= k <= n_k.
 struct banded {
   static constexpr locality locality_kind = locality::elementwise;
   static constexpr bool input_agnostic = true;
@@ -29,25 +29,28 @@ struct banded {
 
   /// \brief First kept key of row i; nondecreasing in i.
   SEMFOCUS_HD constexpr index_t start(const head_slice& hs, index_t i) const noexcept {
-    const index_t lo = i - (k - 1) / 2;
+    const index_t lo = hs.position(i) - (k - 1) / 2;
     const index_t hi = hs.n_k - k;
     return lo < 0 ? 0 : (lo > hi ? hi : lo);
   }
 
+  /// \brief Whether key j of row i is kept; O(1).
   template <class T>
   SEMFOCUS_HD constexpr bool keep(const head_slice& hs, index_t i, index_t j, T) const noexcept {
     const index_t b = start(hs, i);
     return j >= b && j < b + k;
   }
 
-  /// \brief Windows are monotone in i: rows [i0, i1) together keep [start(i0), start(i1-1)+k)
-  /// and all of them keep [start(i1-1), start(i0)+k).
+  /// \brief Exact coverage of a tile. Windows are monotone in i: rows [i0, i1) together keep
+  /// [start(i0), start(i1-1)+k) and all of them keep [start(i1-1), start(i0)+k).
   SEMFOCUS_HD constexpr tile_kind classify(const head_slice& hs, const tile& t) const noexcept {
     const index_t first = start(hs, t.i0), last = start(hs, t.i1 - 1);
     if (t.j1 <= first || t.j0 >= last + k) return tile_kind::none_kept;
     if (t.j0 >= last && t.j1 <= first + k) return tile_kind::all_kept;
     return tile_kind::partial;
   }
+
+  friend constexpr bool operator==(const banded&, const banded&) = default;
 };
 
 }  // namespace semfocus

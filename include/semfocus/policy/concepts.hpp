@@ -37,7 +37,13 @@
 //    serve the shape (e.g. k > n_k). Every backend calls it before any work.
 //  - `p.classify(slice, tile) -> tile_kind`: for an input-agnostic policy, says that a tile keeps
 //    everything or nothing so kernels skip the tile or the per-element test. Must be exact when it
-//    says all_kept or none_kept; `partial` is always a correct answer.
+//    says all_kept or none_kept; `partial` is always a correct answer. Callers pass non-empty
+//    tiles inside the slice (i0 < i1 <= n_q, j0 < j1 <= n_k): kernels clip padded tiles first.
+//  - `operator==`: lets backward check that the record was made with an equal policy value.
+//
+// Positional masks (causal, banded, block-local, strided, global tokens) place query i at key
+// position head_slice::position(i) = i + n_k - n_q: identical to i for self-attention, and the
+// queries are the last n_q positions otherwise (as FlashAttention's causal mask).
 // Every member a kernel calls (keep, row_statistic, the statistic's keep, classify) must be
 // SEMFOCUS_HD, must not allocate and must not throw.
 namespace semfocus {
@@ -62,10 +68,11 @@ concept elementwise_policy = selection_policy<P> &&(P::locality_kind == locality
   { p.keep(hs, i, j, s) } -> std::same_as<bool>;
 };
 
-/// \brief What row_statistic returns: a trivially copyable predicate `bool keep(j, T s) const`.
+/// \brief What row_statistic returns: a trivially copyable, default-constructible (records hold
+/// arrays of them) predicate `bool keep(j, T s) const`.
 template <class S, class T>
 concept row_predicate = std::copyable<S> && std::is_trivially_copyable_v<S> &&
-    requires(const S& st, index_t j, T s) {
+    std::default_initializable<S> && requires(const S& st, index_t j, T s) {
   { st.keep(j, s) } -> std::same_as<bool>;
 };
 

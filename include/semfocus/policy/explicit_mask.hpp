@@ -43,12 +43,16 @@ struct explicit_mask {
                     "semfocus::explicit_mask: mask strides must be >= 0");
   }
 
+  /// \brief Whether key j of row i is kept: one load; O(1).
   template <class T>
   SEMFOCUS_HD constexpr bool keep(const head_slice& hs, index_t i, index_t j, T) const noexcept {
     const index_t b = mask.batch() == 1 ? 0 : hs.batch;
     const index_t h = mask.heads() == 1 ? 0 : hs.head;
     return mask(b, h, i, j) != Elem{};
   }
+
+  /// \brief Equal when they view the same memory the same way.
+  friend constexpr bool operator==(const explicit_mask&, const explicit_mask&) = default;
 };
 
 template <class Elem>

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <sstream>
+
 #include "semfocus/core/error.hpp"
 #include "semfocus/policy/concepts.hpp"
 
@@ -9,7 +11,8 @@ namespace semfocus {
 /// \brief A fixed mask plus G global tokens at the end of the sequence (the paper's "+G"):
 /// the last G query rows keep every key, every row keeps the last G keys, and the other
 /// (n_q - G) x (n_k - G) block follows `inner` applied to that block's own extents (so
-/// banded(k) + G keeps exactly k + G keys in each non-global row). Requires G >= 0,
+/// banded(k) + G keeps exactly k + G keys in each non-global row; positions keep the bottom-right
+/// alignment of head_slice::position). Requires G >= 0,
 /// G <= n_q and G <= n_k, and whatever `inner` requires of the reduced shape.
 template <fixed_mask Mask>
 struct with_global {
@@ -35,7 +38,14 @@ struct with_global {
     attention_shape reduced = s;
     reduced.n_q -= g;
     reduced.n_k -= g;
-    validate_policy(inner, reduced);
+    try {
+      validate_policy(inner, reduced);
+    } catch (const invalid_argument& e) {
+      std::ostringstream os;
+      os << "semfocus::with_global: the inner mask applies to the (n_q - G) x (n_k - G) = "
+         << reduced.n_q << " x " << reduced.n_k << " block (G = " << g << "): " << e.what();
+      throw invalid_argument(os.str());
+    }
   }
 
   /// \brief The slice seen by the inner mask: the non-global block.
@@ -43,12 +53,15 @@ struct with_global {
     return {hs.batch, hs.head, hs.n_q - g, hs.n_k - g};
   }
 
+  /// \brief Whether key j of row i is kept; O(1) plus the inner mask's cost.
   template <class T>
   SEMFOCUS_HD constexpr bool keep(const head_slice& hs, index_t i, index_t j, T s) const noexcept {
     const head_slice in = inner_slice(hs);
     return i >= in.n_q || j >= in.n_k || inner.keep(in, i, j, s);
   }
 
+  /// \brief Coverage of a tile: all kept in the global rows or columns, else the inner mask's
+  /// answer on the clipped tile (partial if the tile also reaches a global row or column).
   SEMFOCUS_HD constexpr tile_kind classify(const head_slice& hs, const tile& t) const noexcept {
     const head_slice in = inner_slice(hs);
     if (t.i0 >= in.n_q || t.j0 >= in.n_k) return tile_kind::all_kept;
@@ -58,6 +71,8 @@ struct with_global {
     if (!touches_global || k == tile_kind::all_kept) return k;
     return tile_kind::partial;
   }
+
+  friend constexpr bool operator==(const with_global&, const with_global&) = default;
 };
 
 /// \brief `mask` with `g` global tokens appended (see with_global).

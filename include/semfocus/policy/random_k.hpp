@@ -56,14 +56,18 @@ struct random_k {
     return index_t(x);
   }
 
+  /// \brief Whether key j of row i is kept; O(1) expected.
   template <class T>
   SEMFOCUS_HD constexpr bool keep(const head_slice& hs, index_t i, index_t j, T) const noexcept {
     return permute(hs, i, j) < k;
   }
 
+  /// \brief All kept when k = n_k, else partial.
   SEMFOCUS_HD constexpr tile_kind classify(const head_slice& hs, const tile&) const noexcept {
     return k >= hs.n_k ? tile_kind::all_kept : tile_kind::partial;
   }
+
+  friend constexpr bool operator==(const random_k&, const random_k&) = default;
 };
 
 }  // namespace semfocus

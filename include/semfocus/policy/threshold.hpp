@@ -36,6 +36,7 @@ struct threshold {
                     "semfocus::threshold: tau must be finite and >= 0, got ", tau);
   }
 
+  /// \brief The floor of row i from its n_k scores; O(n_k).
   template <class T>
   SEMFOCUS_HD score_floor<T> row_statistic(const head_slice& hs, index_t,
                                            const T* scores) const noexcept {
@@ -50,6 +51,8 @@ struct threshold {
         rounded == -detail::infinity<T>() && floor > -detail::infinity<double>();
     return {overflowed ? -detail::max_finite<T>() : rounded};
   }
+
+  friend constexpr bool operator==(const threshold&, const threshold&) = default;
 };
 
 }  // namespace semfocus

@@ -1,39 +1,12 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-#include "semfocus/core/error.hpp"
-#include "semfocus/detail/rank_select.hpp"
-#include "semfocus/policy/concepts.hpp"
+#include "semfocus/policy/rank_k.hpp"
 
 namespace semfocus {
 
-/// \brief Top-k ("heavy hitters"): row i keeps its k largest scaled scores, ties broken by
-/// (score descending, index ascending), so exactly k keys are kept unless the row has fewer than
-/// k non-NaN scores (then all of them). NaN is never kept. Row statistic: the k-th score and
-/// the index of the last kept tie (detail::rank_cut), found exactly in O(n_k) by radix selection.
-/// Requires 1 <= k <= n_k.
-struct top_k {
-  static constexpr locality locality_kind = locality::row;
-
-  index_t k = 1;
-
-  /// \throws invalid_argument if k < 1.
-  explicit top_k(index_t k_) : k(k_) {
-    detail::require(k >= 1, "semfocus::top_k: k must be >= 1, got ", k);
-  }
-
-  /// \throws invalid_argument unless 1 <= k <= n_k.
-  void validate(const attention_shape& s) const {
-    detail::require(k >= 1 && k <= s.n_k,
-                    "semfocus::top_k: k must be in [1, n_k] with n_k = ", s.n_k, ", got ", k);
-  }
-
-  /// \brief The cut of row i from its n_k scores.
-  template <class T>
-  SEMFOCUS_HD detail::rank_cut<T, true> row_statistic(const head_slice& hs, index_t,
-                                                      const T* scores) const noexcept {
-    return detail::select_rank<true>(scores, hs.n_k, k);
-  }
-};
+/// \brief Top-k ("heavy hitters", the paper's input-dependent policy): row i keeps its k largest
+/// scaled scores, ties broken by (score descending, index ascending); NaN never kept. See rank_k.
+using top_k = rank_k<true>;
 
 }  // namespace semfocus

@@ -42,7 +42,7 @@ struct forward_impl<exec::reference_t, Policy, T> {
           T* oi = out.row(b, h, i);
           for (index_t c = 0; c < sh.d_v; ++c) oi[c] = static_cast<T>(o[std::size_t(c)]);
           const index_t r = rec.row_index(b, h, i);
-          rec.lse[std::size_t(r)] = static_cast<T>(lse);
+          rec.lse[std::size_t(r)] = lse;
           if constexpr (row_policy<Policy, T>) rec.stats[std::size_t(r)] = st;
         }
       }
