@@ -2,7 +2,8 @@
 // A policy written outside the library: keep the keys whose score is within `margin` of the
 // row's top-2 mean. It is a row policy (it needs the whole row), so it provides a per-row
 // statistic and a predicate; every backend runs it with no change to the library.
-// The program checks the result against a direct computation and exits non-zero on mismatch.
+// The program checks forward against a direct computation and a property of backward, and exits
+// non-zero on a mismatch.
 #include <semfocus/semfocus.hpp>
 
 #include <cmath>
@@ -93,7 +94,29 @@ int main() {
     }
   std::printf("near_top_two(margin 0.5): %.2f keys kept per row of %td; max |error| = %.2e\n",
               double(kept_total) / double(s.batch * s.heads * s.n_q), s.n_k, worst);
-  const bool ok = worst < 1e-12;
+
+  // Backward with the same policy object. Every row's probabilities sum to one, so for each
+  // (batch, head) the dV rows sum to the dO rows: sum_j dV_j = sum_i dO_i.
+  std::vector<double> d_out = fill(s.out()), dq(q.size()), dk(k.size()), dv(v.size());
+  sf::backward(sf::exec::reference, policy, sf::tensor_view<const double>(q.data(), s.q()),
+               sf::tensor_view<const double>(k.data(), s.k()),
+               sf::tensor_view<const double>(v.data(), s.v()),
+               sf::tensor_view<const double>(out.data(), s.out()),
+               sf::tensor_view<const double>(d_out.data(), s.out()), record,
+               sf::tensor_view<double>(dq.data(), s.q()), sf::tensor_view<double>(dk.data(), s.k()),
+               sf::tensor_view<double>(dv.data(), s.v()));
+  double worst_sum = 0;
+  for (sf::index_t bh = 0; bh < s.batch * s.heads; ++bh)
+    for (sf::index_t c = 0; c < s.d_v; ++c) {
+      double sum_dv = 0, sum_do = 0;
+      for (sf::index_t j = 0; j < s.n_k; ++j)
+        sum_dv += dv[std::size_t((bh * s.n_k + j) * s.d_v + c)];
+      for (sf::index_t i = 0; i < s.n_q; ++i)
+        sum_do += d_out[std::size_t((bh * s.n_q + i) * s.d_v + c)];
+      worst_sum = std::max(worst_sum, std::abs(sum_dv - sum_do));
+    }
+  std::printf("backward: max |sum_j dV_j - sum_i dO_i| = %.2e\n", worst_sum);
+  const bool ok = worst < 1e-12 && worst_sum < 1e-12;
   std::printf("%s\n", ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Forward and backward of dense and top-k attention on random data, with the numbers that show
-// semantic focus: top-k keeps few keys per row, its kept scores are less dispersed, and its
-// gradients flow only through the kept keys. Exits non-zero if a check fails.
+// Forward and backward of dense, top-k and banded attention on random data through one API: the
+// row log-sum-exp, the gradient norm, and the keys whose dV is exactly zero because no row keeps
+// them. Checks that top_k(n) reproduces dense bit for bit; exits non-zero if a check fails.
 #include <semfocus/semfocus.hpp>
 
 #include <algorithm>

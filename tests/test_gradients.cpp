@@ -204,6 +204,12 @@ TEST_CASE("backward matches central finite differences for every input-agnostic 
     check_fixed_policy(
         [](const attention_shape& s) { return global_tokens(block_local(2), at_most(1, s.n_q)); });
   }
+  SUBCASE("global_tokens(causal) and global_tokens(strided)") {
+    check_fixed_policy(
+        [](const attention_shape& s) { return global_tokens(causal{}, at_most(1, s.n_q)); });
+    check_fixed_policy(
+        [](const attention_shape& s) { return global_tokens(strided(2), at_most(1, s.n_q)); });
+  }
   SUBCASE("explicit_mask, per head and broadcast over batch and heads") {
     std::list<tensor<std::uint8_t>> masks;  // outlive the policies that view them
     std::mt19937_64 gen(5);
