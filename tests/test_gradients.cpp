@@ -50,11 +50,7 @@ double problem_margin(const problem<double>& pr, double scale, const row_margin_
   for (index_t b = 0; b < s.batch; ++b)
     for (index_t h = 0; h < s.heads; ++h)
       for (index_t i = 0; i < s.n_q; ++i) {
-        for (index_t j = 0; j < s.n_k; ++j) {
-          double acc = 0;
-          for (index_t c = 0; c < s.d; ++c) acc += pr.q(b, h, i, c) * pr.k(b, h, j, c);
-          row[std::size_t(j)] = scale * acc;
-        }
+        test_scores(pr, b, h, i, scale, row);
         worst = std::min(worst, row_margin(row));
       }
   return worst;

@@ -26,12 +26,7 @@ tensor<double> masked_attention(const problem<T>& pr, double scale, const mask_f
   for (index_t b = 0; b < s.batch; ++b)
     for (index_t h = 0; h < s.heads; ++h)
       for (index_t i = 0; i < s.n_q; ++i) {
-        for (index_t j = 0; j < s.n_k; ++j) {
-          long double acc = 0;
-          for (index_t c = 0; c < s.d; ++c)
-            acc += static_cast<long double>(pr.q(b, h, i, c)) * pr.k(b, h, j, c);
-          row[std::size_t(j)] = static_cast<double>(scale * acc);
-        }
+        test_scores(pr, b, h, i, scale, row);
         long double mx = -INFINITY, z = 0;
         for (index_t j = 0; j < s.n_k; ++j)
           if (kept(b, h, i, j, row) && row[std::size_t(j)] > mx) mx = row[std::size_t(j)];

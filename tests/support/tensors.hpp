@@ -54,6 +54,20 @@ struct problem {
         d_out(random_tensor<T>(s.out(), seed + 3)) {}
 };
 
+/// \brief row[j] = scale * q_i . k_j for row (b, h, i) of `pr`, summed in long double: scores
+/// computed in the test, independently of the library.
+template <class T>
+void test_scores(const problem<T>& pr, index_t b, index_t h, index_t i, double scale,
+                 std::vector<double>& row) {
+  row.resize(static_cast<std::size_t>(pr.shape.n_k));
+  for (index_t j = 0; j < pr.shape.n_k; ++j) {
+    long double acc = 0;
+    for (index_t c = 0; c < pr.shape.d; ++c)
+      acc += static_cast<long double>(pr.q(b, h, i, c)) * pr.k(b, h, j, c);
+    row[static_cast<std::size_t>(j)] = static_cast<double>(scale * acc);
+  }
+}
+
 /// \brief Outputs of one forward + backward through the public API.
 template <class Policy, class T>
 struct result {
