@@ -657,3 +657,12 @@ TEST_CASE("with_global reports an inner-mask error with the reduced shape") {
       "semfocus::with_global: the inner mask applies to the (n_q - G) x (n_k - G) = 4 x 4 block",
       "(G = 2)", "semfocus::banded: k must be in [1, n_k] with n_k = 4, got 5");
 }
+
+TEST_CASE("extents whose element count overflows index_t are rejected") {
+  const index_t huge = index_t(1) << 40;
+  double x = 0;
+  const attention_shape s{huge, huge, 2, 2, 2, 2};  // batch * heads overflows
+  const cview q(&x, s.q());
+  CHECK_INVALID([&] { forward(exec::reference, dense{}, q, q, q, mview(&x, s.out())); },
+                "semfocus::forward: q of shape", "addresses more elements than index_t can count");
+}

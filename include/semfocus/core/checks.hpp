@@ -31,6 +31,8 @@ void check_view(const char* fn, const char* name, const tensor_view<T>& v,
   const tensor_strides& s = v.strides();
   require(s.batch >= 0 && s.heads >= 0 && s.seq >= 0, fn, ": ", name,
           " strides must be >= 0, got {", s.batch, ", ", s.heads, ", ", s.seq, "}");
+  require(v.extents_fit(), fn, ": ", name, " of shape ", v.shape(),
+          " addresses more elements than index_t can count");
   require(v.empty() || v.data() != nullptr, fn, ": ", name, " data is null for a non-empty shape ",
           v.shape());
   require(!output || v.is_non_overlapping(), fn, ": ", name,

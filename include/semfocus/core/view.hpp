@@ -3,6 +3,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <initializer_list>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -78,6 +79,8 @@ class tensor_view {
     detail::require(s.batch >= 0 && s.heads >= 0 && s.seq >= 0,
                     "semfocus::tensor_view: strides must be >= 0, got {", s.batch, ", ", s.heads,
                     ", ", s.seq, "}");
+    detail::require(extents_fit(), "semfocus::tensor_view: shape ", shape,
+                    " must have extents >= 0 whose element count fits in index_t");
     detail::require(static_cast<index_t>(buffer.size()) >= required_size(),
                     "semfocus::tensor_view: buffer too small: it has ", buffer.size(),
                     " elements, shape ", shape, " needs at least ", required_size());
@@ -123,6 +126,22 @@ class tensor_view {
   /// \brief Element (b, h, i, c); no bounds check.
   SEMFOCUS_HD constexpr T& operator()(index_t b, index_t h, index_t i, index_t c) const noexcept {
     return row(b, h, i)[c];
+  }
+
+  /// \brief True when the extents are >= 0 and size() and required_size() are computable without
+  /// overflowing index_t (checked by every entry point before they are used).
+  constexpr bool extents_fit() const noexcept {
+    index_t count = 1, span = shape_.dim, term = 0;
+    for (const index_t e : {shape_.batch, shape_.heads, shape_.seq, shape_.dim})
+      if (e < 0 || __builtin_mul_overflow(count, e, &count)) return false;
+    if (count == 0) return true;
+    const index_t axes[3][2] = {
+        {strides_.batch, shape_.batch}, {strides_.heads, shape_.heads}, {strides_.seq, shape_.seq}};
+    for (const auto& a : axes)
+      if (__builtin_mul_overflow(a[0], a[1] - 1, &term) ||
+          __builtin_add_overflow(span, term, &span))
+        return false;
+    return true;
   }
 
   /// \brief One past the largest element offset this view addresses (0 when empty).
