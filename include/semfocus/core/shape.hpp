@@ -32,6 +32,7 @@ struct attention_shape {
   index_t d = 0;
   index_t d_v = 0;
 
+  /// \brief The shapes of Q, K, V and O (also dQ, dK, dV and dO).
   SEMFOCUS_HD constexpr tensor_shape q() const noexcept { return {batch, heads, n_q, d}; }
   SEMFOCUS_HD constexpr tensor_shape k() const noexcept { return {batch, heads, n_k, d}; }
   SEMFOCUS_HD constexpr tensor_shape v() const noexcept { return {batch, heads, n_k, d_v}; }

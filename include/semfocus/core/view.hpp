@@ -57,6 +57,7 @@ class tensor_view {
   using element_type = T;
   using value_type = std::remove_cv_t<T>;
 
+  /// \brief An empty view (null data, all extents 0).
   constexpr tensor_view() noexcept = default;
 
   /// \brief Dense row-major view of `shape.size()` elements at `data`.

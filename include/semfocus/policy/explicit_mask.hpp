@@ -21,6 +21,7 @@ struct explicit_mask {
 
   tensor_view<const Elem> mask;
 
+  /// \brief Views `m`; checked against the problem by validate() at every call.
   explicit explicit_mask(tensor_view<const Elem> m) noexcept : mask(m) {}
 
   /// \throws invalid_argument on null data, negative strides or a mask shape other than

@@ -13,6 +13,7 @@ namespace semfocus {
 template <class T>
 struct score_floor {
   T floor;
+  /// \brief s >= floor; O(1).
   SEMFOCUS_HD constexpr bool keep(index_t, T s) const noexcept { return s >= floor; }
 };
 
