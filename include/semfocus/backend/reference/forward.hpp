@@ -20,6 +20,7 @@ struct forward_impl<exec::reference_t, Policy, T> {
                   const tensor_view<T>& out, forward_record_t<Policy, T>& rec) {
     const attention_shape& sh = rec.shape;
     std::vector<T> s(static_cast<std::size_t>(sh.n_k));
+    std::vector<unsigned char> kept(static_cast<std::size_t>(sh.n_k));
     std::vector<double> o(static_cast<std::size_t>(sh.d_v));
     for (index_t b = 0; b < sh.batch; ++b)
       for (index_t h = 0; h < sh.heads; ++h) {
@@ -29,12 +30,14 @@ struct forward_impl<exec::reference_t, Policy, T> {
           row_statistic_t<Policy, T> st{};
           if constexpr (row_policy<Policy, T>) st = p.row_statistic(hs, i, s.data());
           online_softmax<double> acc;
-          for (index_t j = 0; j < sh.n_k; ++j)
-            if (is_kept(p, hs, i, j, s[std::size_t(j)], st)) acc.add(s[std::size_t(j)]);
+          for (index_t j = 0; j < sh.n_k; ++j) {
+            kept[std::size_t(j)] = is_kept(p, hs, i, j, s[std::size_t(j)], st);
+            if (kept[std::size_t(j)]) acc.add(s[std::size_t(j)]);
+          }
           const double lse = acc.lse();
           std::fill(o.begin(), o.end(), 0.0);
           for (index_t j = 0; j < sh.n_k; ++j) {
-            if (!is_kept(p, hs, i, j, s[std::size_t(j)], st)) continue;
+            if (!kept[std::size_t(j)]) continue;
             const double pij = softmax_probability<double>(s[std::size_t(j)], lse);
             const T* vj = v.row(b, h, j);
             for (index_t c = 0; c < sh.d_v; ++c) o[std::size_t(c)] += pij * vj[c];
