@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -26,6 +27,18 @@ struct forward_record {
   std::vector<double> lse;       // [batch, heads, n_q]
   std::vector<Statistic> stats;  // [batch, heads, n_q] for row policies, else empty
 
+  /// Optional, filled by backends that exploit sparse selections (simd, for row policies whose
+  /// rows keep few keys), else empty: row r kept the keys
+  /// selection[selection_offsets[r] .. selection_offsets[r + 1]), ascending. Backward uses it
+  /// when present and otherwise re-derives the kept set from the scores and `stats`.
+  std::vector<std::int64_t> selection_offsets;  // [rows + 1] or empty
+  std::vector<std::uint32_t> selection;
+
+  /// \brief Whether a backend saved the kept sets (selection_offsets has rows + 1 entries).
+  bool has_selection() const noexcept {
+    return selection_offsets.size() == static_cast<std::size_t>(shape.rows()) + 1;
+  }
+
   static constexpr bool has_statistics = !std::is_same_v<Statistic, no_statistic>;
 
   /// \brief Flat index of row (b, h, i).
@@ -40,6 +53,8 @@ struct forward_record {
     scale = scale_;
     lse.resize(static_cast<std::size_t>(s.rows()));
     stats.resize(has_statistics ? static_cast<std::size_t>(s.rows()) : 0);
+    selection_offsets.clear();
+    selection.clear();
   }
 };
 

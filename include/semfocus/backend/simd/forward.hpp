@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "semfocus/backend/dispatch.hpp"
+#include "semfocus/backend/simd/common.hpp"
+#include "semfocus/detail/numeric.hpp"
+
+namespace semfocus {
+namespace backend::simd {
+
+/// \brief Block sizes and packed operands of a forward call, shared by both localities.
+/// K is packed per head into key blocks of `bk` columns: kt[head][block][c][jj] = K(block bk +
+/// jj, c), zero past n_k, so a score tile is one gemm with unit-stride B. V is used in place when
+/// d_v is a multiple of the vector width, else copied with rows padded to `dvp`.
+template <class T>
+struct forward_operands {
+  using K = kernels<T>;
+  static constexpr index_t bk = 64;  // keys per tile (a multiple of nv * width)
+
+  const attention_shape& sh;
+  index_t nkb, dvp;
+  bool pack_v;
+  std::size_t kt_off = 0, vp_off = 0;
+
+  explicit forward_operands(const attention_shape& s)
+      : sh(s), nkb((s.n_k + bk - 1) / bk), dvp(K::padded(s.d_v)), pack_v(s.d_v % K::width != 0) {}
+
+  index_t heads() const noexcept { return sh.batch * sh.heads; }
+  index_t kt_head() const noexcept { return nkb * bk * sh.d; }
+  index_t vp_head() const noexcept { return pack_v ? sh.n_k * dvp : 0; }
+
+  void plan(arena_layout& l) {
+    kt_off = l.take<T>(heads() * kt_head());
+    vp_off = l.take<T>(heads() * vp_head());
+  }
+
+  /// \brief Packs head bh of k (and v when needed) into the shared arena.
+  void pack(void* shared, const tensor_view<const T>& k, const tensor_view<const T>& v,
+            index_t bh) const noexcept {
+    const index_t b = bh / sh.heads, h = bh % sh.heads;
+    T* kt = at<T>(shared, kt_off) + bh * kt_head();
+    for (index_t kb = 0; kb < nkb; ++kb) {
+      const index_t j0 = kb * bk, n = std::min(bk, sh.n_k - j0);
+      K::pack_transposed(k, b, h, j0, n, kt + kb * bk * sh.d, bk);
+    }
+    if (pack_v) K::pack_rows(v, b, h, 0, sh.n_k, at<T>(shared, vp_off) + bh * vp_head(), dvp);
+  }
+
+  /// \brief Score panel of key block kb of head bh: d rows of bk columns.
+  const T* kt_block(void* shared, index_t bh, index_t kb) const noexcept {
+    return at<T>(shared, kt_off) + bh * kt_head() + kb * bk * sh.d;
+  }
+  /// \brief Row j of V for head bh, and the row stride of those rows.
+  std::pair<const T*, index_t> v_rows(void* shared, const tensor_view<const T>& v,
+                                      index_t bh) const noexcept {
+    if (pack_v) return {at<T>(shared, vp_off) + bh * vp_head(), dvp};
+    return {v.row(bh / sh.heads, bh % sh.heads, 0), v.strides().seq};
+  }
+};
+
+/// \brief Writes out = acc / l and lse = m + log l for rows [i0, i0 + n) of head (b, h); rows with
+/// l = 0 (nothing kept) get zeros and lse = -inf.
+template <class T, class Record>
+void finish_rows(const tensor_view<T>& out, Record& rec, index_t b, index_t h, index_t i0,
+                 index_t n, const T* acc, index_t ld, const T* m, const T* l) noexcept {
+  for (index_t r = 0; r < n; ++r) {
+    T* o = out.row(b, h, i0 + r);
+    double& lse = rec.lse[std::size_t(rec.row_index(b, h, i0 + r))];
+    if (!(l[r] > T(0))) {
+      std::fill(o, o + out.dim(), T(0));
+      lse = -detail::infinity<double>();
+      continue;
+    }
+    const T inv = T(1) / l[r];
+    for (index_t c = 0; c < out.dim(); ++c) o[c] = acc[r * ld + c] * inv;
+    lse = double(m[r]) + std::log(double(l[r]));
+  }
+}
+
+}  // namespace backend::simd
+
+/// \brief SIMD forward for elementwise policies (FlashAttention-style): tasks are (batch, head,
+/// block of 48 query rows); each streams over key tiles of 64 with an online softmax, skipping
+/// tiles the policy classifies none_kept and the per-element test on all_kept tiles, so banded
+/// and block-local cost O(n k d). Scores s = fl(fl(q.k) scale), q.k one fma chain in c order.
+/// Time O(batch heads n_q n_k(d + d_v)) for dense, of the kept tiles otherwise; memory: a packed
+/// copy of K (and of V when d_v is not a multiple of the vector width) plus O(48 (64 + d_v)) per
+/// thread, from the workspace.
+template <class Policy, class T>
+requires elementwise_policy<Policy, T>
+struct forward_impl<exec::simd_t, Policy, T> {
+  using K = backend::simd::kernels<T>;
+  static constexpr index_t bq = 48;  // query rows per task, a multiple of K::mr
+
+  static void run(const exec::simd_t& ex, const Policy& p, const tensor_view<const T>& q,
+                  const tensor_view<const T>& k, const tensor_view<const T>& v,
+                  const tensor_view<T>& out, forward_record_t<Policy, T>& rec) {
+    namespace bs = backend::simd;
+    const attention_shape& sh = rec.shape;
+    bs::forward_operands<T> ops(sh);
+    constexpr index_t bk = bs::forward_operands<T>::bk;
+    bs::arena_layout shared, scratch;
+    ops.plan(shared);
+    const std::size_t s_off = scratch.take<T>(bq * bk), o_off = scratch.take<T>(bq * ops.dvp),
+                      m_off = scratch.take<T>(bq), l_off = scratch.take<T>(bq);
+    const index_t nqb = (sh.n_q + bq - 1) / bq, tasks = ops.heads() * nqb;
+    const bs::call_context ctx(ex, tasks, shared.size, scratch.size);
+    ctx.run(ops.heads(), [&](index_t bh, int) { ops.pack(ctx.shared, k, v, bh); });
+    const T sc = T(rec.scale);
+    ctx.run(tasks, [&](index_t t, int slot) {
+      const index_t bh = t / nqb, b = bh / sh.heads, h = bh % sh.heads;
+      const index_t i0 = (t % nqb) * bq, mq = std::min(bq, sh.n_q - i0);
+      const head_slice hs{b, h, sh.n_q, sh.n_k};
+      void* mem = ctx.scratch(slot);
+      T *s = bs::at<T>(mem, s_off), *o = bs::at<T>(mem, o_off), *m = bs::at<T>(mem, m_off),
+        *l = bs::at<T>(mem, l_off);
+      std::fill(o, o + mq * ops.dvp, T(0));
+      std::fill(m, m + mq, -detail::infinity<T>());
+      std::fill(l, l + mq, T(0));
+      const auto [vb, ldv] = ops.v_rows(ctx.shared, v, bh);
+      for (index_t kb = 0; kb < ops.nkb; ++kb) {
+        const index_t j0 = kb * bk, nj = std::min(bk, sh.n_k - j0);
+        const tile_kind kind = classify_tile(p, hs, tile{i0, i0 + mq, j0, j0 + nj});
+        if (kind == tile_kind::none_kept) continue;
+        K::template gemm<false>(mq, bk, sh.d, q.row(b, h, i0), q.strides().seq, 1,
+                                ops.kt_block(ctx.shared, bh, kb), bk, s, bk);
+        for (index_t r = 0; r < mq; ++r) {
+          T* row = s + r * bk;
+          K::scale(row, bk, sc);
+          if (kind == tile_kind::partial)
+            for (index_t jj = 0; jj < nj; ++jj)
+              if (!p.keep(hs, i0 + r, j0 + jj, row[jj])) row[jj] = -detail::infinity<T>();
+          std::fill(row + nj, row + bk, -detail::infinity<T>());
+          online_update(row, o + r * ops.dvp, ops.dvp, m[r], l[r]);
+        }
+        K::template gemm<true>(mq, ops.dvp, nj, s, bk, 1, vb + j0 * ldv, ldv, o, ops.dvp);
+      }
+      bs::finish_rows(out, rec, b, h, i0, mq, o, ops.dvp, m, l);
+    });
+  }
+
+  /// \brief One tile of the online softmax for a row: m' = max(m, max s), l' = l e^(m - m') +
+  /// sum e^(s - m'), acc[0, n) *= e^(m - m'), and s becomes e^(s - m') (0 where s = -inf).
+  static void online_update(T* row, T* acc, index_t n, T& m, T& l) noexcept {
+    constexpr index_t bk = backend::simd::forward_operands<T>::bk;
+    const T m_new = std::max(m, K::max(row, bk));
+    if (m_new == -detail::infinity<T>()) {  // nothing kept yet: p = 0
+      std::fill(row, row + bk, T(0));
+      return;
+    }
+    const T sum = K::exp_sum(row, bk, m_new);
+    if (m_new != m && m != -detail::infinity<T>()) {  // else acc and l are still 0
+      const T corr = std::exp(m - m_new);
+      l *= corr;
+      K::scale(acc, n, corr);
+    }
+    l += sum;
+    m = m_new;
+  }
+};
+
+}  // namespace semfocus

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "semfocus/backend/simd/forward.hpp"
+
+namespace semfocus {
+
+/// \brief SIMD forward for row policies (top-k, bottom-k, threshold, user row policies): tasks
+/// are (batch, head, block of 16 query rows). Pass 1 computes the rows' scores (gemm over every
+/// key tile), the row statistic and the kept set; pass 2 normalises over the kept keys and forms
+/// P V over them only: a gather of the kept rows of V when the block keeps at most a quarter of
+/// its scores, else a gemm with zeros at the unkept keys. When every row keeps at most
+/// max(1, n_k / 4) keys, the kept sets are saved in the record (forward_record::selection), and
+/// backward then touches the kept pairs only.
+/// Time O(batch heads n_q n_k d) for the scores plus the statistic (O(n_k) per row for the
+/// built-in policies) plus O(kept d_v); memory: a packed copy of K, O(16 n_k) scores per thread
+/// and the kept lists.
+template <class Policy, class T>
+requires row_policy<Policy, T>
+struct forward_impl<exec::simd_t, Policy, T> {
+  using K = backend::simd::kernels<T>;
+  static constexpr index_t bq = 16;
+
+  static void run(const exec::simd_t& ex, const Policy& p, const tensor_view<const T>& q,
+                  const tensor_view<const T>& k, const tensor_view<const T>& v,
+                  const tensor_view<T>& out, forward_record_t<Policy, T>& rec) {
+    namespace bs = backend::simd;
+    const attention_shape& sh = rec.shape;
+    bs::forward_operands<T> ops(sh);
+    constexpr index_t bk = bs::forward_operands<T>::bk;
+    const index_t nkp = ops.nkb * bk;  // padded row length
+    bs::arena_layout shared, scratch;
+    ops.plan(shared);
+    const std::size_t s_off = scratch.take<T>(bq * nkp), o_off = scratch.take<T>(bq * ops.dvp),
+                      m_off = scratch.take<T>(bq), l_off = scratch.take<T>(bq);
+    const index_t nqb = (sh.n_q + bq - 1) / bq, tasks = ops.heads() * nqb;
+    const bs::call_context ctx(ex, tasks, shared.size, scratch.size);
+    std::vector<std::vector<std::uint32_t>>& lists = ctx.ws->lists;
+    if (lists.size() < std::size_t(tasks)) lists.resize(std::size_t(tasks));
+    // Row r's kept count goes to selection_offsets[r + 1]; prefix sums come after the tasks.
+    rec.selection_offsets.assign(std::size_t(sh.rows()) + 1, 0);
+    const index_t sparse_cap = std::max<index_t>(1, sh.n_k / 4);
+    ctx.run(ops.heads(), [&](index_t bh, int) { ops.pack(ctx.shared, k, v, bh); });
+    const T sc = T(rec.scale);
+    ctx.run(tasks, [&](index_t t, int slot) {
+      const index_t bh = t / nqb, b = bh / sh.heads, h = bh % sh.heads;
+      const index_t i0 = (t % nqb) * bq, mq = std::min(bq, sh.n_q - i0);
+      const head_slice hs{b, h, sh.n_q, sh.n_k};
+      void* mem = ctx.scratch(slot);
+      T *s = bs::at<T>(mem, s_off), *o = bs::at<T>(mem, o_off), *m = bs::at<T>(mem, m_off),
+        *l = bs::at<T>(mem, l_off);
+      std::vector<std::uint32_t>& kept = lists[std::size_t(t)];
+      kept.clear();
+      for (index_t kb = 0; kb < ops.nkb; ++kb)
+        K::template gemm<false>(mq, bk, sh.d, q.row(b, h, i0), q.strides().seq, 1,
+                                ops.kt_block(ctx.shared, bh, kb), bk, s + kb * bk, nkp);
+      for (index_t r = 0; r < mq; ++r) {
+        T* row = s + r * nkp;
+        K::scale(row, nkp, sc);
+        const index_t ri = rec.row_index(b, h, i0 + r);
+        const row_statistic_t<Policy, T> st = p.row_statistic(hs, i0 + r, row);
+        rec.stats[std::size_t(ri)] = st;
+        const std::size_t first = kept.size();
+        for (index_t j = 0; j < sh.n_k; ++j) {
+          if (st.keep(j, row[j]))
+            kept.push_back(std::uint32_t(j));
+          else
+            row[j] = -detail::infinity<T>();
+        }
+        std::fill(row + sh.n_k, row + nkp, -detail::infinity<T>());
+        rec.selection_offsets[std::size_t(ri) + 1] = std::int64_t(kept.size() - first);
+        m[r] = K::max(row, nkp);
+        l[r] = m[r] == -detail::infinity<T>() ? T(0) : K::exp_sum(row, nkp, m[r]);
+      }
+      const auto [vb, ldv] = ops.v_rows(ctx.shared, v, bh);
+      if (index_t(kept.size()) * 4 > mq * sh.n_k) {
+        K::template gemm<false>(mq, ops.dvp, sh.n_k, s, nkp, 1, vb, ldv, o, ops.dvp);
+      } else {
+        std::size_t x = 0;
+        for (index_t r = 0; r < mq; ++r) {
+          T* acc = o + r * ops.dvp;
+          std::fill(acc, acc + ops.dvp, T(0));
+          const index_t ri = rec.row_index(b, h, i0 + r);
+          for (std::int64_t c = 0; c < rec.selection_offsets[std::size_t(ri) + 1]; ++c, ++x) {
+            const index_t j = kept[x];
+            K::axpy(acc, vb + j * ldv, sh.d_v, s[r * nkp + j]);
+          }
+        }
+      }
+      bs::finish_rows(out, rec, b, h, i0, mq, o, ops.dvp, m, l);
+    });
+    save_selection(rec, lists, nqb, sparse_cap);
+  }
+
+ private:
+  /// \brief Prefix-sums the kept counts and concatenates the task lists into the record when every
+  /// row keeps at most `cap` keys; otherwise leaves no selection.
+  static void save_selection(forward_record_t<Policy, T>& rec,
+                             const std::vector<std::vector<std::uint32_t>>& lists, index_t nqb,
+                             index_t cap) {
+    std::vector<std::int64_t>& off = rec.selection_offsets;
+    for (std::size_t r = 1; r < off.size(); ++r)
+      if (off[r] > cap) {
+        off.clear();
+        rec.selection.clear();
+        return;
+      }
+    for (std::size_t r = 1; r < off.size(); ++r) off[r] += off[r - 1];
+    rec.selection.resize(std::size_t(off.back()));
+    std::size_t x = 0;
+    for (index_t t = 0; t < rec.shape.batch * rec.shape.heads * nqb; ++t) {
+      const std::vector<std::uint32_t>& l = lists[std::size_t(t)];
+      std::copy(l.begin(), l.end(), rec.selection.begin() + std::ptrdiff_t(x));
+      x += l.size();
+    }
+  }
+};
+
+}  // namespace semfocus

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "semfocus/config.hpp"
+
+namespace semfocus::backend::simd {
+
+/// \brief A process-wide pool of sleeping worker threads running one job at a time.
+///
+/// run(n_tasks, threads, fn) calls fn(task, slot) for every task in [0, n_tasks) on `threads`
+/// threads (the caller is slot 0, workers slots 1..threads-1). Tasks are claimed in increasing
+/// order from one atomic counter, so a task may wait for a smaller task of the same job (the
+/// ordered reductions of backward): the smallest unfinished task never waits, hence no deadlock.
+/// If the pool is busy (a concurrent call from another thread, or a nested call), the caller runs
+/// every task itself; results never depend on this. The first exception thrown by fn is rethrown
+/// on the caller after every task has stopped (tasks that wait on a turn must not throw).
+class thread_pool {
+ public:
+  static thread_pool& instance() {
+    static thread_pool pool;
+    return pool;
+  }
+
+  template <class F>
+  void run(index_t n_tasks, int threads, F&& fn) {
+    if (n_tasks <= 0) return;
+    const int want = static_cast<int>(std::min<index_t>(threads, n_tasks));
+    std::unique_lock<std::mutex> busy(job_mutex_, std::try_to_lock);
+    if (want <= 1 || !busy.owns_lock()) {
+      for (index_t t = 0; t < n_tasks; ++t) fn(t, 0);
+      return;
+    }
+    std::function<void(index_t, int)> task = [&fn](index_t t, int slot) { fn(t, slot); };
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      while (static_cast<int>(workers_.size()) < want - 1)
+        workers_.emplace_back([this, id = static_cast<int>(workers_.size()) + 1] { loop(id); });
+      job_ = &task;
+      n_tasks_ = n_tasks;
+      next_.store(0, std::memory_order_relaxed);
+      active_ = participants_ = want - 1;
+      error_ = nullptr;
+      ++generation_;
+    }
+    cv_.notify_all();
+    work(0);
+    std::unique_lock<std::mutex> lk(m_);
+    done_cv_.wait(lk, [&] { return active_ == 0; });
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  ~thread_pool() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : workers_) t.join();
+  }
+
+ private:
+  thread_pool() = default;
+
+  void work(int slot) {
+    for (;;) {
+      const index_t t = next_.fetch_add(1, std::memory_order_relaxed);
+      if (t >= n_tasks_) return;
+      try {
+        (*job_)(t, slot);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(m_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(n_tasks_, std::memory_order_relaxed);  // stop handing out tasks
+      }
+    }
+  }
+
+  void loop(int id) {
+    std::uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return stop_ || (generation_ != seen && job_ && id <= participants_); });
+        if (stop_) return;
+        seen = generation_;
+      }
+      work(id);
+      std::lock_guard<std::mutex> lk(m_);
+      if (--active_ == 0) done_cv_.notify_one();
+    }
+  }
+
+  std::mutex job_mutex_;  // one job at a time
+  std::mutex m_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  std::function<void(index_t, int)>* job_ = nullptr;
+  index_t n_tasks_ = 0;
+  std::atomic<index_t> next_{0};
+  int active_ = 0, participants_ = 0;
+  std::uint64_t generation_ = 0;
+  std::exception_ptr error_;
+  bool stop_ = false;
+};
+
+/// \brief Waits until `turn` equals `value` (acquire): the ordered-reduction handshake.
+inline void wait_turn(const std::atomic<index_t>& turn, index_t value) noexcept {
+  for (int spins = 0; turn.load(std::memory_order_acquire) != value; ++spins)
+    if (spins > 64) std::this_thread::yield();
+}
+
+}  // namespace semfocus::backend::simd
