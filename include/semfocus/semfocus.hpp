@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// Everything g++ can compile: core vocabulary, every built-in policy, the reference backend.
+// Everything g++ can compile: core vocabulary, every built-in policy, the reference backend, and
+// the SIMD backend when SEMFOCUS_HAS_XSIMD is defined (link semfocus::simd).
 
 #include "semfocus/config.hpp"
 #include "semfocus/version.hpp"
@@ -30,3 +31,8 @@
 #include "semfocus/backend/reference/backward.hpp"
 #include "semfocus/backend/reference/forward.hpp"
 #include "semfocus/backend/tags.hpp"
+
+// The SIMD backend when xsimd is available (semfocus::simd defines SEMFOCUS_HAS_XSIMD).
+#if defined(SEMFOCUS_HAS_XSIMD)
+#include "semfocus/backend/simd/simd.hpp"
+#endif

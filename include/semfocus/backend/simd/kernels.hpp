@@ -115,6 +115,27 @@ struct kernels {
     for (; c < n; ++c) y[c] = std::fma(f, x[c], y[c]);
   }
 
+  /// \brief y[0, n) += x[0, n), any n.
+  static void add(T* y, const T* x, index_t n) noexcept {
+    index_t c = 0;
+    for (; c + width <= n; c += width)
+      (batch::load_unaligned(y + c) + batch::load_unaligned(x + c)).store_unaligned(y + c);
+    for (; c < n; ++c) y[c] += x[c];
+  }
+
+  /// \brief One row of the softmax backward, transposed (a key j against n queries i):
+  /// p_i = exp(s_i - lse_i) (s = -inf off the kept set), then s_i = p_i and
+  /// dp_i = p_i (dp_i - dd_i) f, exactly 0 where p_i = 0. n a multiple of width.
+  static void softmax_grad(T* s, T* dp, const T* lse, const T* dd, index_t n, T f) noexcept {
+    const batch fb(f);
+    for (index_t i = 0; i < n; i += width) {
+      const batch p = xsimd::exp(batch::load_unaligned(s + i) - batch::load_unaligned(lse + i));
+      p.store_unaligned(s + i);
+      const batch g = p * (batch::load_unaligned(dp + i) - batch::load_unaligned(dd + i)) * fb;
+      xsimd::select(p != batch(T(0)), g, batch(T(0))).store_unaligned(dp + i);  // unkept: 0
+    }
+  }
+
   /// \brief Copies rows [r0, r0 + n) of head (b, h) of `t` into dst (row stride ld >= dim),
   /// zero-filling columns [dim, ld): padded rows for the B operand of gemm.
   static void pack_rows(const tensor_view<const T>& t, index_t b, index_t h, index_t r0, index_t n,
