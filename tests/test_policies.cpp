@@ -743,6 +743,25 @@ void compare_rank_with_brute_force(bool largest) {
     check_row(cont);
     check_row(close);
   }
+  // Long rows (groups of 8 and 16 scores in the selection's first pass), for k on both sides of
+  // the filtered fast path: continuous values, heavy ties (the filter overflows and falls back),
+  // specials (NaN, infinities, -0) mixed in.
+  for (const index_t n : {index_t(1100), index_t(2049), index_t(4100)}) {
+    std::vector<T> ties, cont, special;
+    for (index_t j = 0; j < n; ++j) {
+      ties.push_back(static_cast<T>(pick_finite(gen) - 3));
+      cont.push_back(static_cast<T>(normal(gen)));
+      special.push_back(static_cast<T>(gen() % 3 == 0 ? values[pick(gen)] : normal(gen)));
+    }
+    for (const std::vector<T>* row : {&ties, &cont, &special})
+      for (const index_t k :
+           {index_t(1), index_t(2), index_t(7), index_t(64), index_t(65), index_t(300), n - 1, n}) {
+        const auto got = largest ? row_kept(sf::top_k(k), *row) : row_kept(sf::bottom_k(k), *row);
+        ++rows;
+        if (got != brute_rank(*row, k, largest) && bad++ == 0)
+          first_bad = "long row, n " + std::to_string(n) + ", k " + std::to_string(k);
+      }
+  }
   INFO("first mismatch: ", first_bad);
   CHECK(rows > 5000);
   CHECK(bad == 0);

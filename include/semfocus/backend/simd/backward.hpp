@@ -73,8 +73,8 @@ void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep
     }
     T *lse = at<T>(sh_mem, lse_off) + bh * nqp, *dd = at<T>(sh_mem, dd_off) + bh * nqp;
     for (index_t i = 0; i < nqp; ++i) {
-      const double l = i < sh.n_q ? rec.lse[std::size_t(rec.row_index(b, h, i))]
-                                  : -detail::infinity<double>();
+      const double l =
+          i < sh.n_q ? rec.lse[std::size_t(rec.row_index(b, h, i))] : -detail::infinity<double>();
       lse[i] = l == -detail::infinity<double>() ? detail::infinity<T>() : T(l);
       dd[i] = i < sh.n_q ? K::dot(d_out.row(b, h, i), out.row(b, h, i), sh.d_v) : T(0);
       if (i < sh.n_q) std::fill(dq.row(b, h, i), dq.row(b, h, i) + sh.d, T(0));
@@ -153,8 +153,8 @@ struct backward_impl<exec::simd_t, Policy, T> {
                   const tensor_view<T>& dk, const tensor_view<T>& dv) {
     backend::simd::tiled_backward<T>(
         ex, [&](const head_slice& hs, const tile& t) { return classify_tile(p, hs, t); },
-        [&](const head_slice& hs, index_t i, index_t j, T s) { return p.keep(hs, i, j, s); }, q,
-        k, v, out, d_out, rec, dq, dk, dv);
+        [&](const head_slice& hs, index_t i, index_t j, T s) { return p.keep(hs, i, j, s); }, q, k,
+        v, out, d_out, rec, dq, dk, dv);
   }
 };
 

@@ -10,20 +10,21 @@
 namespace semfocus {
 
 /// \brief SIMD forward for row policies (top-k, bottom-k, threshold, user row policies): tasks
-/// are (batch, head, block of 16 query rows). Pass 1 computes the rows' scores (gemm over every
+/// are (batch, head, block of 24 query rows). Pass 1 computes the rows' scores (gemm over every
 /// key tile), the row statistic and the kept set; pass 2 normalises over the kept keys and forms
-/// P V over them only: a gather of the kept rows of V when the block keeps at most a quarter of
-/// its scores, else a gemm with zeros at the unkept keys. When every row keeps at most
+/// P V over them only: when the block keeps at most a quarter of its scores, the softmax and a
+/// gather of V's rows run over the kept lists, else a vector softmax and a gemm with zeros at
+/// the unkept keys. When every row keeps at most
 /// max(1, n_k / 4) keys, the kept sets are saved in the record (forward_record::selection), and
 /// backward then touches the kept pairs only.
 /// Time O(batch heads n_q n_k d) for the scores plus the statistic (O(n_k) per row for the
-/// built-in policies) plus O(kept d_v); memory: a packed copy of K, O(16 n_k) scores per thread
+/// built-in policies) plus O(kept d_v); memory: a packed copy of K, O(24 n_k) scores per thread
 /// and the kept lists.
 template <class Policy, class T>
 requires row_policy<Policy, T>
 struct forward_impl<exec::simd_t, Policy, T> {
   using K = backend::simd::kernels<T>;
-  static constexpr index_t bq = 16;
+  static constexpr index_t bq = 24;  // a multiple of K::mr
 
   static void run(const exec::simd_t& ex, const Policy& p, const tensor_view<const T>& q,
                   const tensor_view<const T>& k, const tensor_view<const T>& v,
@@ -64,31 +65,48 @@ struct forward_impl<exec::simd_t, Policy, T> {
         const index_t ri = rec.row_index(b, h, i0 + r);
         const row_statistic_t<Policy, T> st = p.row_statistic(hs, i0 + r, row);
         rec.stats[std::size_t(ri)] = st;
+        // Branch-free compaction of the kept indices into room for n_k more.
         const std::size_t first = kept.size();
+        kept.resize(first + std::size_t(sh.n_k));
+        std::uint32_t* out_j = kept.data() + first;
+        std::size_t cnt = 0;
         for (index_t j = 0; j < sh.n_k; ++j) {
-          if (st.keep(j, row[j]))
-            kept.push_back(std::uint32_t(j));
-          else
-            row[j] = -detail::infinity<T>();
+          const bool keep = st.keep(j, row[j]);
+          out_j[cnt] = std::uint32_t(j);
+          cnt += keep ? 1 : 0;
+          row[j] = keep ? row[j] : -detail::infinity<T>();
         }
+        kept.resize(first + cnt);
         std::fill(row + sh.n_k, row + nkp, -detail::infinity<T>());
-        rec.selection_offsets[std::size_t(ri) + 1] = std::int64_t(kept.size() - first);
-        m[r] = K::max(row, nkp);
-        l[r] = m[r] == -detail::infinity<T>() ? T(0) : K::exp_sum(row, nkp, m[r]);
+        rec.selection_offsets[std::size_t(ri) + 1] = std::int64_t(cnt);
       }
       const auto [vb, ldv] = ops.v_rows(ctx.shared, v, bh);
-      if (index_t(kept.size()) * 4 > mq * sh.n_k) {
-        K::template gemm<false>(mq, ops.dvp, sh.n_k, s, nkp, 1, vb, ldv, o, ops.dvp);
-      } else {
-        std::size_t x = 0;
+      if (index_t(kept.size()) * 4 > mq * sh.n_k) {  // dense block: vector softmax and a gemm
         for (index_t r = 0; r < mq; ++r) {
+          T* row = s + r * nkp;
+          m[r] = K::max(row, nkp);
+          l[r] = m[r] == -detail::infinity<T>() ? T(0) : K::exp_sum(row, nkp, m[r]);
+        }
+        K::template gemm<false>(mq, ops.dvp, sh.n_k, s, nkp, 1, vb, ldv, o, ops.dvp);
+      } else {  // sparse block: softmax over the kept list, then a gather of V's rows
+        std::size_t x0 = 0;
+        for (index_t r = 0; r < mq; ++r) {
+          const T* row = s + r * nkp;
+          const std::size_t x1 =
+              x0 + std::size_t(rec.selection_offsets[std::size_t(rec.row_index(b, h, i0 + r)) + 1]);
+          T mx = -detail::infinity<T>(), sum = 0;
+          for (std::size_t x = x0; x < x1; ++x) mx = std::max(mx, row[kept[x]]);
           T* acc = o + r * ops.dvp;
           std::fill(acc, acc + ops.dvp, T(0));
-          const index_t ri = rec.row_index(b, h, i0 + r);
-          for (std::int64_t c = 0; c < rec.selection_offsets[std::size_t(ri) + 1]; ++c, ++x) {
-            const index_t j = kept[x];
-            K::axpy(acc, vb + j * ldv, sh.d_v, s[r * nkp + j]);
-          }
+          if (mx != -detail::infinity<T>())
+            for (std::size_t x = x0; x < x1; ++x) {
+              const T pj = std::exp(row[kept[x]] - mx);
+              sum += pj;
+              K::axpy(acc, vb + index_t(kept[x]) * ldv, sh.d_v, pj);
+            }
+          m[r] = mx;
+          l[r] = sum;
+          x0 = x1;
         }
       }
       bs::finish_rows(out, rec, b, h, i0, mq, o, ops.dvp, m, l);

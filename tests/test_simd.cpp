@@ -1,0 +1,1091 @@
+// SPDX-License-Identifier: MIT
+// The SIMD backend (exec::simd) against the reference backend: every built-in and user policy in
+// float and double, forward (out, log-sum-exp, row statistics, saved selections) and backward
+// (dQ, dK, dV); exact selections on exact scores, ties included; odd sizes; bit-identical results
+// for any thread count, any view layout and any reuse of workspace and record; empty rows;
+// records exchanged between the two backends; shared argument checks.
+//
+// Tolerance: the normwise relative error max|simd - ref| / max|ref| is at most 1e-5 in float and
+// 1e-12 in double. The two backends compute scores with different summation orders, so
+// input-dependent policies are tested either on Gaussian problems whose every score is at least
+// `selection_margin` from its row's selection boundary (drawn from seeds, rejected otherwise), or
+// on integer-valued Q and K with a power-of-two scale, where every score is exact in both
+// backends, so that they must select the same keys and save bit-identical statistics.
+#if defined(SEMFOCUS_HAS_XSIMD)
+
+#include <doctest/doctest.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/custom_policy.hpp"
+#include "support/oracle.hpp"
+#include "support/simd_compare.hpp"
+
+using namespace semfocus;
+using namespace semfocus::test;
+
+namespace {
+
+constexpr double unbounded = std::numeric_limits<double>::infinity();
+
+/// How far (in scaled score) every score of a Gaussian problem must stay from its row's selection
+/// boundary: float scores of the two backends differ by about 1e-6 at most.
+constexpr double selection_margin = 1e-4;
+
+// Row margins (distance of a row of exact scores from changing its kept set) of the
+// input-dependent policies.
+
+/// top_k / bottom_k: the gap between the k-th and (k+1)-th scores in rank order; +inf when every
+/// key is kept.
+double rank_gap(std::vector<double> s, index_t k, bool largest) {
+  if (k >= static_cast<index_t>(s.size())) return unbounded;
+  if (largest)
+    std::sort(s.begin(), s.end(), std::greater<>());
+  else
+    std::sort(s.begin(), s.end());
+  return std::abs(s[std::size_t(k - 1)] - s[std::size_t(k)]);
+}
+
+double row_margin(const top_k& p, const std::vector<double>& s) { return rank_gap(s, p.k, true); }
+double row_margin(const bottom_k& p, const std::vector<double>& s) {
+  return rank_gap(s, p.k, false);
+}
+/// threshold: every score away from the floor max - tau.
+double row_margin(const threshold& p, const std::vector<double>& s) {
+  const double floor = *std::max_element(s.begin(), s.end()) - p.tau;
+  double m = unbounded;
+  for (double x : s) m = std::min(m, std::abs(x - floor));
+  return m;
+}
+double row_margin(const absolute_threshold& p, const std::vector<double>& s) {
+  double m = unbounded;
+  for (double x : s) m = std::min(m, std::abs(x - p.tau));
+  return m;
+}
+/// user::above_mean: every score away from the row mean (one key always equals it: kept).
+double row_margin(const user::above_mean&, const std::vector<double>& s) {
+  if (s.size() <= 1) return unbounded;
+  double mean = 0;
+  for (double x : s) mean += x;
+  mean /= double(s.size());
+  double m = unbounded;
+  for (double x : s) m = std::min(m, std::abs(x - mean));
+  return m;
+}
+
+/// The smallest row margin of `p` over every row of `pr`, from exact scores (test_scores).
+template <class Policy, class T>
+double problem_margin(const Policy& p, const problem<T>& pr, double scale) {
+  const attention_shape& s = pr.shape;
+  double worst = unbounded;
+  std::vector<double> row;
+  for (index_t b = 0; b < s.batch; ++b)
+    for (index_t h = 0; h < s.heads; ++h)
+      for (index_t i = 0; i < s.n_q; ++i) {
+        test_scores(pr, b, h, i, scale, row);
+        worst = std::min(worst, row_margin(p, row));
+      }
+  return worst;
+}
+
+/// The first Gaussian problem from seeds seed, seed + 1000, ... at least selection_margin from
+/// every selection boundary of `p`; nullopt if none of 100 qualifies.
+template <class T, class Policy>
+std::optional<problem<T>> stable_problem(const Policy& p, const attention_shape& s, double scale,
+                                         std::uint64_t seed) {
+  for (std::uint64_t attempt = 0; attempt < 100; ++attempt) {
+    problem<T> pr(s, seed + 1000 * attempt);
+    if (problem_margin(p, pr, scale) >= selection_margin) return pr;
+  }
+  return std::nullopt;
+}
+
+double default_scale(const attention_shape& s) { return 1.0 / std::sqrt(double(s.d)); }
+
+/// Forward results of the SIMD backend (out, record) against the reference run `ref` of the same
+/// problem: shape, scale, out and log-sum-exp within tolerance, the row statistics (index parts
+/// exactly; values bit-identical when `exact_scores`, else within tolerance), and any selection
+/// the record saved equal to the reference's kept sets.
+template <class Policy, class T>
+void check_forward(const Policy& p, const problem<T>& pr, const tensor<T>& out,
+                   const forward_record_t<Policy, T>& rec, const result<Policy, T>& ref,
+                   bool exact_scores) {
+  const double tol = simd_tol<T>;
+  REQUIRE(rec.policy.has_value());
+  CHECK(rec.shape == ref.record.shape);
+  CHECK(rec.scale == ref.record.scale);
+  const double out_error = normwise_rel_diff(out.data, ref.out.data);
+  const double lse_error = finite_rel_diff(rec.lse, ref.record.lse);
+  CHECK(out_error <= tol);
+  CHECK(lse_error <= tol);
+  if constexpr (row_policy<Policy, T>) {
+    const stats_comparison c = compare_stats(rec.stats, ref.record.stats);
+    CHECK(c.same_size);
+    CHECK(c.index_mismatches == 0);
+    if (exact_scores) CHECK(c.value_mismatches == 0);
+    CHECK(c.value_rel_diff <= tol);
+  } else {
+    CHECK(rec.stats.empty());
+  }
+  const std::string selection = selection_mismatch(rec, reference_kept_sets(p, pr, ref.record));
+  CHECK_MESSAGE(selection.empty(), selection);
+}
+
+/// Gradients against the reference run `ref`: normwise per array, or relative to the largest
+/// reference gradient of the three when the reference array is exactly 0 (rows that keep one key
+/// have dS = 0 analytically, and a backend using D = dO . O gets rounding-level values there) or
+/// when `whole_norm` (for problems built so that an array cancels to rounding noise).
+template <class Policy, class T>
+void check_gradients(const tensor<T>& dq, const tensor<T>& dk, const tensor<T>& dv,
+                     const result<Policy, T>& ref, bool whole_norm = false) {
+  const double tol = simd_tol<T>;
+  const double whole = std::max({max_abs(ref.dq.data), max_abs(ref.dk.data), max_abs(ref.dv.data)});
+  auto error = [&](const tensor<T>& a, const tensor<T>& b) {
+    return normwise_rel_diff(a.data, b.data, whole_norm || max_abs(b.data) == 0 ? whole : 0.0);
+  };
+  const double dq_error = error(dq, ref.dq), dk_error = error(dk, ref.dk),
+               dv_error = error(dv, ref.dv);
+  CHECK(dq_error <= tol);
+  CHECK(dk_error <= tol);
+  CHECK(dv_error <= tol);
+}
+
+/// Forward and backward of `p` on `pr` with `ex` against the reference; also checks that a
+/// problem that is not tiny is not trivial (the reference output is not all zero).
+template <class Policy, class T>
+void check_matches_reference(const Policy& p, const problem<T>& pr, const attention_options& opt,
+                             bool exact_scores, const exec::simd_t& ex = exec::simd) {
+  const auto ref = run_reference(p, pr, opt);
+  const auto sim = run_backend(ex, p, pr, opt);
+  if (pr.shape.rows() * pr.shape.n_k >= 64) CHECK(max_abs(ref.out.data) > 0);
+  check_forward(p, pr, sim.out, sim.record, ref, exact_scores);
+  check_gradients(sim.dq, sim.dk, sim.dv, ref);
+  if (sim.record.has_selection()) {
+    // Without its saved selection, backward re-derives the kept sets from recomputed scores and
+    // the saved statistics: they must select what forward selected (e.g. top_k's k-th key).
+    auto bare = sim.record;
+    bare.selection_offsets.clear();
+    bare.selection.clear();
+    tensor<T> dq(pr.shape.q()), dk(pr.shape.k()), dv(pr.shape.v());
+    backward(ex, p, pr.q.view(), pr.k.view(), pr.v.view(), sim.out.cview(), pr.d_out.view(), bare,
+             dq.view(), dk.view(), dv.view());
+    INFO("simd backward of the simd record without its saved selection");
+    check_gradients(dq, dk, dv, ref);
+  }
+}
+
+/// Calls f(name, policy) for every input-agnostic policy, built-in and user, serving shape s
+/// (n_q, n_k >= 1). The explicit masks live until f returns.
+template <class F>
+void for_each_fixed_policy(const attention_shape& s, F&& f) {
+  const index_t nq = s.n_q, nk = s.n_k;
+  const index_t g = nq >= 3 && nk >= 3 ? 2 : 0;
+  tensor<std::uint8_t> per_head({s.batch, s.heads, nq, nk}), broadcast({1, 1, nq, nk});
+  std::mt19937_64 gen(std::uint64_t(nq * 1000 + nk));
+  std::bernoulli_distribution keep(0.4);
+  for (std::uint8_t& x : per_head.data) x = keep(gen) ? 1 : 0;
+  for (std::uint8_t& x : broadcast.data) x = keep(gen) ? 1 : 0;
+  f("dense", dense{});
+  f("dense{true}", dense{true});
+  f("causal", causal{});
+  f("banded", banded(std::min<index_t>(5, nk)));
+  f("banded(1)", banded(1));
+  f("block_local", block_local(4));
+  f("strided with a local window", strided(3, 1));
+  f("strided", strided(4));
+  f("global_tokens(banded)", global_tokens(banded(std::min<index_t>(3, nk - g)), g));
+  f("global_tokens(causal)", global_tokens(causal{}, g));
+  f("global_tokens(block_local)", global_tokens(block_local(3), g));
+  f("global_tokens(strided)", global_tokens(strided(3), g));
+  f("explicit_mask per head", explicit_mask(per_head.cview()));
+  f("explicit_mask broadcast over batch and heads", explicit_mask(broadcast.cview()));
+  f("random_k", random_k(std::min<index_t>(4, nk), 7));
+  f("user::same_parity", user::same_parity{});
+}
+
+/// Calls f(name, policy) for every input-dependent policy, built-in and user. `tau(x)` maps a
+/// nominal threshold x (in units of the score's standard deviation) to the one used.
+template <class Tau, class F>
+void for_each_input_dependent_policy(const attention_shape& s, const Tau& tau, F&& f) {
+  const index_t nk = s.n_k;
+  f("top_k(1)", top_k(1));
+  f("top_k(3)", top_k(std::min<index_t>(3, nk)));
+  f("top_k(3 n_k / 4)", top_k(std::max<index_t>(1, 3 * nk / 4)));
+  f("top_k(n_k)", top_k(nk));
+  f("bottom_k(2)", bottom_k(std::min<index_t>(2, nk)));
+  f("bottom_k(n_k / 2)", bottom_k(std::max<index_t>(1, nk / 2)));
+  f("threshold, few kept", threshold(tau(0.2)));
+  f("threshold", threshold(tau(1.0)));
+  f("threshold, most kept", threshold(tau(3.0)));
+  f("absolute_threshold", absolute_threshold(tau(0.1)));
+  f("absolute_threshold, rows may be empty", absolute_threshold(tau(1.5)));
+  f("user::above_mean", user::above_mean{});
+}
+
+/// For integer problems with scale `unit`: x moved to the nearest half unit, so that no exact
+/// score (a multiple of the unit) sits on a threshold.
+auto half_units(double unit) {
+  return [unit](double x) { return (std::floor(x / unit) + 0.5) * unit; };
+}
+
+const std::vector<attention_shape>& moderate_shapes() {
+  static const std::vector<attention_shape> shapes = {
+      {2, 2, 19, 23, 17, 9},   // batch and heads, n_q < n_k, d != d_v
+      {1, 3, 33, 21, 8, 12},   // n_q > n_k, d < d_v
+      {2, 1, 40, 70, 64, 32},  // a full vector width of d
+  };
+  return shapes;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("simd matches the reference for every input-agnostic policy", T, float, double) {
+  std::uint64_t seed = 1000;
+  for (const attention_shape& s : moderate_shapes()) {
+    CAPTURE(s);
+    const problem<T> pr(s, ++seed);
+    for_each_fixed_policy(s, [&](const char* name, const auto& p) {
+      INFO(std::string(name));
+      check_matches_reference(p, pr, {}, false);
+    });
+  }
+}
+
+TEST_CASE_TEMPLATE(
+    "simd matches the reference for every input-dependent policy away from selection boundaries", T,
+    float, double) {
+  std::uint64_t seed = 2000;
+  for (const attention_shape& s : moderate_shapes()) {
+    CAPTURE(s);
+    for_each_input_dependent_policy(
+        s, [](double x) { return x; },
+        [&](const char* name, const auto& p) {
+          INFO(std::string(name));
+          const auto pr = stable_problem<T>(p, s, default_scale(s), ++seed);
+          REQUIRE(pr.has_value());
+          check_matches_reference(p, *pr, {}, false);
+        });
+  }
+}
+
+TEST_CASE_TEMPLATE(
+    "simd matches the reference for every input-dependent policy on exact integer scores", T, float,
+    double) {
+  const std::vector<attention_shape> shapes = {{2, 2, 19, 23, 17, 9},
+                                               {1, 3, 33, 21, 8, 12},
+                                               {2, 1, 40, 257, 64, 32},
+                                               {1, 2, 130, 70, 65, 17}};
+  std::uint64_t seed = 3000;
+  for (const attention_shape& s : shapes) {
+    CAPTURE(s);
+    const double unit = exact_scale(s.d);
+    const problem<T> pr = integer_problem<T>(s, ++seed);
+    for_each_input_dependent_policy(s, half_units(unit), [&](const char* name, const auto& p) {
+      INFO(std::string(name));
+      check_matches_reference(p, pr, {.scale = unit}, true, exec::simd.with_threads(2));
+    });
+  }
+}
+
+TEST_CASE_TEMPLATE("simd selects exactly the reference's keys on small-integer inputs with ties", T,
+                   float, double) {
+  // Scale 1 and entries in [-2, 2]: integer scores, exact in both backends. d_v = n_k and V = I,
+  // so out is the probability matrix P itself: its zeros are exactly the unkept keys. Odd keys
+  // duplicate the key before them and the last key duplicates key 0 (tied scores in every row);
+  // query row (0, 1, 5) is zero, so all its scores tie at 0.
+  const attention_shape s{2, 2, 17, 33, 4, 33};
+  problem<T> pr = integer_problem<T>(s, 7);
+  for (index_t b = 0; b < s.batch; ++b)
+    for (index_t h = 0; h < s.heads; ++h)
+      for (index_t j = 0; j < s.n_k; ++j) {
+        for (index_t c = 0; c < s.d_v; ++c) pr.v(b, h, j, c) = j == c ? T(1) : T(0);
+        const index_t twin = j == s.n_k - 1 ? 0 : (j % 2 == 1 ? j - 1 : j);
+        for (index_t c = 0; c < s.d; ++c) pr.k(b, h, j, c) = pr.k(b, h, twin, c);
+      }
+  for (index_t c = 0; c < s.d; ++c) pr.q(0, 1, 5, c) = T(0);
+  const attention_options opt{1.0};
+
+  auto check = [&](const char* name, const auto& p) {
+    INFO(std::string(name));
+    const auto ref = run_reference(p, pr, opt);
+    const auto sim = run_backend(exec::simd, p, pr, opt);
+    const kept_sets kept = reference_kept_sets(p, pr, ref.record);
+    std::size_t mismatches = 0, reference_mismatches = 0, kept_total = 0;
+    for (index_t b = 0; b < s.batch; ++b)
+      for (index_t h = 0; h < s.heads; ++h)
+        for (index_t i = 0; i < s.n_q; ++i) {
+          const auto& row = kept[std::size_t(ref.record.row_index(b, h, i))];
+          kept_total += row.size();
+          for (index_t j = 0; j < s.n_k; ++j) {
+            const bool in = std::binary_search(row.begin(), row.end(), std::uint32_t(j));
+            mismatches += (sim.out(b, h, i, j) != T(0)) != in;
+            reference_mismatches += (ref.out(b, h, i, j) != T(0)) != in;
+          }
+        }
+    CHECK(reference_mismatches == 0);  // the construction reads the kept sets off P
+    CHECK(mismatches == 0);
+    CHECK(kept_total > 0);
+    if constexpr (row_policy<std::decay_t<decltype(p)>, T>) {
+      const stats_comparison c = compare_stats(sim.record.stats, ref.record.stats);
+      CHECK(c.same_size);
+      CHECK(c.index_mismatches == 0);
+      CHECK(c.value_mismatches == 0);
+    }
+    const std::string selection = selection_mismatch(sim.record, kept);
+    CHECK_MESSAGE(selection.empty(), selection);
+    check_forward(p, pr, sim.out, sim.record, ref, true);
+    // A row whose kept keys are all twins has dQ = scale sum_j dS_ij K_j = K (sum_j dS_ij) = 0
+    // analytically: dQ is rounding noise there, so it is measured against the whole gradient.
+    check_gradients(sim.dq, sim.dk, sim.dv, ref, true);
+    return sim;
+  };
+  // In the all-zero row every score ties: a rank policy keeps the k lowest indices.
+  auto first_k_kept = [&](const auto& sim, index_t k) {
+    for (index_t j = 0; j < s.n_k; ++j) CHECK((sim.out(0, 1, 5, j) != T(0)) == (j < k));
+  };
+  first_k_kept(check("top_k(1)", top_k(1)), 1);
+  first_k_kept(check("top_k(2)", top_k(2)), 2);
+  first_k_kept(check("top_k(3)", top_k(3)), 3);
+  first_k_kept(check("top_k(16)", top_k(16)), 16);
+  first_k_kept(check("top_k(n_k)", top_k(s.n_k)), s.n_k);
+  first_k_kept(check("bottom_k(1)", bottom_k(1)), 1);
+  first_k_kept(check("bottom_k(4)", bottom_k(4)), 4);
+  check("threshold(0): the row max and its ties", threshold(0));
+  check("threshold(0.5)", threshold(0.5));
+  check("threshold(2.5)", threshold(2.5));
+  check("absolute_threshold(0.5)", absolute_threshold(0.5));
+  check("absolute_threshold(2.5)", absolute_threshold(2.5));
+  check("absolute_threshold(-3.5)", absolute_threshold(-3.5));
+  check("user::above_mean", user::above_mean{});
+}
+
+TEST_CASE_TEMPLATE("simd matches the reference at odd sizes", T, float, double) {
+  const std::vector<attention_shape> shapes = {
+      {1, 1, 1, 1, 1, 1},      {1, 2, 1, 257, 3, 17},  // one query over many keys
+      {2, 1, 257, 1, 17, 3},                           // many queries over one key
+      {3, 2, 3, 17, 17, 1},                            // d_v = 1
+      {1, 3, 17, 3, 1, 64},                            // d = 1, n_q > n_k
+      {2, 2, 63, 65, 64, 65},                          // n_q < n_k
+      {1, 2, 65, 63, 65, 64},                          // n_q > n_k
+      {1, 1, 63, 257, 128, 3}, {1, 1, 257, 65, 3, 128}, {1, 1, 257, 257, 64, 17},
+  };
+  std::uint64_t seed = 4000;
+  for (const attention_shape& s : shapes) {
+    CAPTURE(s);
+    const index_t nk = s.n_k, g = s.n_q >= 3 && s.n_k >= 3 ? 2 : 0;
+    const problem<T> gauss(s, ++seed);
+    const problem<T> ints = integer_problem<T>(s, ++seed);
+    const double unit = exact_scale(s.d);
+    const auto tau = half_units(unit);
+    const auto ex = exec::simd.with_threads(3);
+    auto fixed = [&](const char* name, const auto& p) {
+      INFO(std::string(name));
+      check_matches_reference(p, gauss, {}, false, ex);
+    };
+    auto dependent = [&](const char* name, const auto& p) {
+      INFO(std::string(name));
+      check_matches_reference(p, ints, {.scale = unit}, true, ex);
+    };
+    fixed("dense", dense{});
+    fixed("causal", causal{});
+    fixed("banded", banded(std::min<index_t>(7, nk)));
+    fixed("block_local", block_local(16));
+    fixed("strided", strided(5, 2));
+    fixed("random_k", random_k(std::min<index_t>(9, nk), 3));
+    fixed("global_tokens(banded)", global_tokens(banded(std::min<index_t>(3, nk - g)), g));
+    fixed("user::same_parity", user::same_parity{});
+    dependent("top_k(8)", top_k(std::min<index_t>(8, nk)));
+    dependent("top_k(n_k / 2)", top_k(std::max<index_t>(1, nk / 2)));
+    dependent("bottom_k(3)", bottom_k(std::min<index_t>(3, nk)));
+    dependent("threshold", threshold(tau(1.0)));
+    dependent("absolute_threshold", absolute_threshold(tau(0.5)));
+    dependent("user::above_mean", user::above_mean{});
+  }
+}
+
+TEST_CASE_TEMPLATE("simd results are bit-identical for 1, 2 and 3 threads", T, float, double) {
+  // Several row blocks and key blocks per (batch, head) and 6 (batch, head) pairs.
+  const attention_shape s{2, 3, 300, 300, 64, 64};
+  const problem<T> pr(s, 77);
+  auto check = [&](const char* name, const auto& p) {
+    INFO(std::string(name));
+    const auto one = run_backend(exec::simd.with_threads(1), p, pr);
+    CHECK(all_finite(one.out.data));
+    CHECK(max_abs(one.out.data) > 0);
+    CHECK(max_abs(one.dq.data) > 0);
+    CHECK(max_abs(one.dk.data) > 0);
+    CHECK(max_abs(one.dv.data) > 0);
+    for (const int threads : {2, 3, 0}) {
+      CAPTURE(threads);
+      const auto r = run_backend(exec::simd.with_threads(threads), p, pr);
+      CHECK(same_bits(r.out.data, one.out.data));
+      CHECK(same_bits(r.record.lse, one.record.lse));
+      CHECK(same_bits(r.dq.data, one.dq.data));
+      CHECK(same_bits(r.dk.data, one.dk.data));
+      CHECK(same_bits(r.dv.data, one.dv.data));
+      if constexpr (row_policy<std::decay_t<decltype(p)>, T>) {
+        const stats_comparison c = compare_stats(r.record.stats, one.record.stats);
+        CHECK(c.same_size);
+        CHECK(c.index_mismatches == 0);
+        CHECK(c.value_mismatches == 0);
+      }
+      CHECK(r.record.selection_offsets == one.record.selection_offsets);
+      CHECK(r.record.selection == one.record.selection);
+    }
+  };
+  check("dense", dense{});
+  check("causal", causal{});
+  check("banded", banded(33));
+  check("top_k", top_k(16));
+  check("top_k, most kept", top_k(250));
+  check("threshold", threshold(1.0));
+}
+
+namespace {
+
+/// A copy of a tensor in a strided buffer: [batch, seq, heads, dim] order, or padded (gaps after
+/// every row, head and batch). The gaps and the tail hold `fill`.
+template <class T>
+struct strided_tensor {
+  tensor_shape shape;
+  tensor_strides strides;
+  std::vector<T> buf;
+  T fill;
+
+  tensor_view<T> view() { return {std::span<T>(buf), shape, strides}; }
+  tensor_view<const T> cview() const { return {std::span<const T>(buf), shape, strides}; }
+  std::size_t offset(index_t b, index_t h, index_t i, index_t c) const {
+    return std::size_t(b * strides.batch + h * strides.heads + i * strides.seq + c);
+  }
+  tensor<T> contiguous() const {
+    tensor<T> t(shape);
+    for (index_t b = 0; b < shape.batch; ++b)
+      for (index_t h = 0; h < shape.heads; ++h)
+        for (index_t i = 0; i < shape.seq; ++i)
+          for (index_t c = 0; c < shape.dim; ++c) t(b, h, i, c) = buf[offset(b, h, i, c)];
+    return t;
+  }
+  /// Whether every element outside the view still holds `fill` (bitwise).
+  bool gaps_untouched() const {
+    std::vector<bool> in_view(buf.size(), false);
+    for (index_t b = 0; b < shape.batch; ++b)
+      for (index_t h = 0; h < shape.heads; ++h)
+        for (index_t i = 0; i < shape.seq; ++i)
+          for (index_t c = 0; c < shape.dim; ++c) in_view[offset(b, h, i, c)] = true;
+    for (std::size_t x = 0; x < buf.size(); ++x)
+      if (!in_view[x] && std::memcmp(&buf[x], &fill, sizeof(T)) != 0) return false;
+    return true;
+  }
+};
+
+enum class layout { bshd, padded };
+
+template <class T>
+strided_tensor<T> restride(const tensor<T>& t, layout l, T fill) {
+  const tensor_shape& s = t.shape;
+  strided_tensor<T> r{s, {}, {}, fill};
+  if (l == layout::bshd) {
+    r.strides = {s.seq * s.heads * s.dim, s.dim, s.heads * s.dim};
+  } else {
+    r.strides.seq = s.dim + 3;
+    r.strides.heads = s.seq * r.strides.seq + 5;
+    r.strides.batch = s.heads * r.strides.heads + 7;
+  }
+  const index_t needed = tensor_view<const T>(nullptr, s, r.strides).required_size();
+  r.buf.assign(std::size_t(needed + (l == layout::padded ? 11 : 0)), fill);
+  for (index_t b = 0; b < s.batch; ++b)
+    for (index_t h = 0; h < s.heads; ++h)
+      for (index_t i = 0; i < s.seq; ++i)
+        for (index_t c = 0; c < s.dim; ++c) r.buf[r.offset(b, h, i, c)] = t(b, h, i, c);
+  return r;
+}
+
+/// Checks that two records hold the same bits (log-sum-exp, statistics, saved selection).
+template <class Policy, class T>
+void check_same_record(const forward_record_t<Policy, T>& a, const forward_record_t<Policy, T>& b) {
+  CHECK(a.shape == b.shape);
+  CHECK(a.scale == b.scale);
+  CHECK(same_bits(a.lse, b.lse));
+  if constexpr (row_policy<Policy, T>) {
+    const stats_comparison c = compare_stats(a.stats, b.stats);
+    CHECK(c.same_size);
+    CHECK(c.index_mismatches == 0);
+    CHECK(c.value_mismatches == 0);
+  }
+  CHECK(a.selection_offsets == b.selection_offsets);
+  CHECK(a.selection == b.selection);
+}
+
+/// Whether row (b, h, i) of t is all zeros.
+template <class T>
+bool row_is_zero(const tensor<T>& t, index_t b, index_t h, index_t i) {
+  for (index_t c = 0; c < t.shape.dim; ++c)
+    if (t(b, h, i, c) != T(0)) return false;
+  return true;
+}
+
+/// Checks that out, dq, dk and dv of a run are finite.
+template <class R>
+void all_outputs_finite(const R& r) {
+  CHECK(all_finite(r.out.data));
+  CHECK(all_finite(r.dq.data));
+  CHECK(all_finite(r.dk.data));
+  CHECK(all_finite(r.dv.data));
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("simd on strided and padded views gives the same bits as on contiguous tensors",
+                   T, float, double) {
+  const attention_shape s{2, 3, 37, 45, 19, 24};
+  const problem<T> pr(s, 88);
+  const T nan = std::numeric_limits<T>::quiet_NaN(), sentinel = T(-7.25);
+  const auto ex = exec::simd.with_threads(2);
+  for (const layout l : {layout::bshd, layout::padded}) {
+    CAPTURE(l == layout::bshd ? "[batch, seq, heads, dim]" : "padded");
+    auto check = [&](const char* name, const auto& p) {
+      INFO(std::string(name));
+      using P = std::decay_t<decltype(p)>;
+      const auto contiguous = run_backend(ex, p, pr);
+      // Inputs with NaN in their gaps (never to be read into a result); outputs with a sentinel
+      // there (never to be written).
+      const auto q = restride(pr.q, l, nan), k = restride(pr.k, l, nan), v = restride(pr.v, l, nan),
+                 d_out = restride(pr.d_out, l, nan);
+      auto out = restride(tensor<T>(s.out()), l, sentinel),
+           dq = restride(tensor<T>(s.q()), l, sentinel),
+           dk = restride(tensor<T>(s.k()), l, sentinel),
+           dv = restride(tensor<T>(s.v()), l, sentinel);
+      forward_record_t<P, T> rec;
+      forward(ex, p, q.cview(), k.cview(), v.cview(), out.view(), rec);
+      backward(ex, p, q.cview(), k.cview(), v.cview(), out.cview(), d_out.cview(), rec, dq.view(),
+               dk.view(), dv.view());
+      CHECK(same_bits(out.contiguous().data, contiguous.out.data));
+      CHECK(same_bits(dq.contiguous().data, contiguous.dq.data));
+      CHECK(same_bits(dk.contiguous().data, contiguous.dk.data));
+      CHECK(same_bits(dv.contiguous().data, contiguous.dv.data));
+      check_same_record<P, T>(rec, contiguous.record);
+      CHECK(out.gaps_untouched());
+      CHECK(dq.gaps_untouched());
+      CHECK(dk.gaps_untouched());
+      CHECK(dv.gaps_untouched());
+    };
+    check("dense", dense{});
+    check("causal", causal{});
+    check("banded", banded(6));
+    check("top_k", top_k(5));
+    check("threshold", threshold(1.0));
+    check("absolute_threshold", absolute_threshold(0.3));
+  }
+}
+
+TEST_CASE_TEMPLATE("simd on Eigen row-major blocks gives the same bits as on contiguous tensors", T,
+                   float, double) {
+  using mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const index_t n = 70, m = 45, d = 19, dv = 24;
+  const attention_shape s{1, 1, n, m, d, dv};
+  const problem<T> pr(s, 99);
+  const T nan = std::numeric_limits<T>::quiet_NaN(), sentinel = T(-7.25);
+  // Blocks of wider matrices: the views' rows are strided, the other columns hold NaN (inputs)
+  // or a sentinel (outputs).
+  mat qm = mat::Constant(n, d + 5, nan), km = mat::Constant(m, d + 9, nan),
+      vm = mat::Constant(m, dv + 3, nan), gm = mat::Constant(n, dv + 1, nan);
+  auto qb = qm.leftCols(d);
+  auto kb = km.middleCols(4, d);
+  auto vb = vm.rightCols(dv);
+  auto gb = gm.leftCols(dv);
+  for (index_t i = 0; i < n; ++i) {
+    for (index_t c = 0; c < d; ++c) qb(i, c) = pr.q(0, 0, i, c);
+    for (index_t c = 0; c < dv; ++c) gb(i, c) = pr.d_out(0, 0, i, c);
+  }
+  for (index_t j = 0; j < m; ++j) {
+    for (index_t c = 0; c < d; ++c) kb(j, c) = pr.k(0, 0, j, c);
+    for (index_t c = 0; c < dv; ++c) vb(j, c) = pr.v(0, 0, j, c);
+  }
+  const auto ex = exec::simd.with_threads(2);
+  auto same = [](const auto& block, const tensor<T>& t) {
+    for (index_t i = 0; i < block.rows(); ++i)
+      for (index_t c = 0; c < block.cols(); ++c)
+        if (std::memcmp(&block(i, c), &t(0, 0, i, c), sizeof(T)) != 0) return false;
+    return true;
+  };
+  auto all_sentinel = [&](const auto& block) { return (block.array() == sentinel).all(); };
+  auto check = [&](const char* name, const auto& p) {
+    INFO(std::string(name));
+    const auto contiguous = run_backend(ex, p, pr);
+    mat om = mat::Constant(n, dv + 2, sentinel), dqm = mat::Constant(n, d + 1, sentinel),
+        dkm = mat::Constant(m, d + 7, sentinel), dvm = mat::Constant(m, dv + 4, sentinel);
+    auto ob = om.middleCols(1, dv);
+    auto dqb = dqm.leftCols(d);
+    auto dkb = dkm.rightCols(d);
+    auto dvb = dvm.middleCols(2, dv);
+    const auto rec = forward(ex, p, qb, kb, vb, view(ob));
+    backward(ex, p, qb, kb, vb, ob, gb, rec, view(dqb), view(dkb), view(dvb));
+    CHECK(same(ob, contiguous.out));
+    CHECK(same(dqb, contiguous.dq));
+    CHECK(same(dkb, contiguous.dk));
+    CHECK(same(dvb, contiguous.dv));
+    check_same_record<std::decay_t<decltype(p)>, T>(rec, contiguous.record);
+    CHECK(all_sentinel(om.leftCols(1)));
+    CHECK(all_sentinel(om.rightCols(1)));
+    CHECK(all_sentinel(dqm.rightCols(1)));
+    CHECK(all_sentinel(dkm.leftCols(7)));
+    CHECK(all_sentinel(dvm.leftCols(2)));
+    CHECK(all_sentinel(dvm.rightCols(2)));
+  };
+  check("dense", dense{});
+  check("causal", causal{});
+  check("top_k", top_k(5));
+  check("threshold", threshold(1.0));
+}
+
+TEST_CASE_TEMPLATE(
+    "simd on inputs broadcast by zero strides gives the same bits as on materialized copies", T,
+    float, double) {
+  // K and V shared by the heads of a batch (heads stride 0), Q shared by the batches (batch
+  // stride 0); the materialized problem holds the same values in every copy.
+  const attention_shape s{2, 3, 40, 50, 16, 8};
+  problem<T> pr(s, 111);
+  for (index_t b = 0; b < s.batch; ++b)
+    for (index_t h = 0; h < s.heads; ++h) {
+      for (index_t j = 0; j < s.n_k; ++j) {
+        for (index_t c = 0; c < s.d; ++c) pr.k(b, h, j, c) = pr.k(b, 0, j, c);
+        for (index_t c = 0; c < s.d_v; ++c) pr.v(b, h, j, c) = pr.v(b, 0, j, c);
+      }
+      for (index_t i = 0; i < s.n_q; ++i)
+        for (index_t c = 0; c < s.d; ++c) pr.q(b, h, i, c) = pr.q(0, h, i, c);
+    }
+  const tensor_view<const T> q(pr.q.data.data(), s.q(), {0, s.n_q * s.d, s.d});
+  const tensor_view<const T> k(pr.k.data.data(), s.k(), {s.heads * s.n_k * s.d, 0, s.d});
+  const tensor_view<const T> v(pr.v.data.data(), s.v(), {s.heads * s.n_k * s.d_v, 0, s.d_v});
+  const auto ex = exec::simd.with_threads(2);
+  auto check = [&](const char* name, const auto& p) {
+    INFO(std::string(name));
+    const auto materialized = run_backend(ex, p, pr);
+    tensor<T> out(s.out()), dq(s.q()), dk(s.k()), dv(s.v());
+    const auto rec = forward(ex, p, q, k, v, out.view());
+    backward(ex, p, q, k, v, out.cview(), pr.d_out.cview(), rec, dq.view(), dk.view(), dv.view());
+    CHECK(same_bits(out.data, materialized.out.data));
+    CHECK(same_bits(dq.data, materialized.dq.data));
+    CHECK(same_bits(dk.data, materialized.dk.data));
+    CHECK(same_bits(dv.data, materialized.dv.data));
+    check_same_record<std::decay_t<decltype(p)>, T>(rec, materialized.record);
+  };
+  check("dense", dense{});
+  check("causal", causal{});
+  check("top_k", top_k(4));
+  check("threshold", threshold(0.5));
+}
+
+TEST_CASE_TEMPLATE("simd reuses a workspace and a record across shapes without changing results", T,
+                   float, double) {
+  // Large, small, another large, the first large again, small again.
+  const std::vector<attention_shape> shapes = {{2, 3, 150, 170, 64, 40},
+                                               {1, 1, 5, 3, 3, 2},
+                                               {1, 2, 170, 150, 65, 64},
+                                               {2, 3, 150, 170, 64, 40},
+                                               {1, 1, 5, 3, 3, 2}};
+  auto check = [&](const char* name, const auto& p) {
+    INFO(std::string(name));
+    using P = std::decay_t<decltype(p)>;
+    simd_workspace ws;
+    forward_record_t<P, T> rec;  // reused by every call
+    const auto ex = exec::simd.with_threads(2).with_workspace(ws);
+    std::size_t bytes = 0;
+    std::uint64_t seed = 120;
+    for (const attention_shape& s : shapes) {
+      CAPTURE(s);
+      const problem<T> pr(s, ++seed);
+      tensor<T> out(s.out()), dq(s.q()), dk(s.k()), dv(s.v());
+      forward(ex, p, pr.q.view(), pr.k.view(), pr.v.view(), out.view(), rec);
+      backward(ex, p, pr.q.view(), pr.k.view(), pr.v.view(), out.cview(), pr.d_out.view(), rec,
+               dq.view(), dk.view(), dv.view());
+      simd_workspace fresh_ws;
+      const auto fresh = run_backend(exec::simd.with_threads(2).with_workspace(fresh_ws), p, pr);
+      CHECK(same_bits(out.data, fresh.out.data));
+      CHECK(same_bits(dq.data, fresh.dq.data));
+      CHECK(same_bits(dk.data, fresh.dk.data));
+      CHECK(same_bits(dv.data, fresh.dv.data));
+      check_same_record<P, T>(rec, fresh.record);
+      // The calling thread's own workspace gives the same bits too.
+      const auto own = run_backend(exec::simd.with_threads(2), p, pr);
+      CHECK(same_bits(own.out.data, fresh.out.data));
+      CHECK(same_bits(own.dq.data, fresh.dq.data));
+      CHECK(same_bits(own.dk.data, fresh.dk.data));
+      CHECK(same_bits(own.dv.data, fresh.dv.data));
+      // The workspace is used and only grows.
+      CHECK(ws.bytes() > 0);
+      CHECK(ws.bytes() >= bytes);
+      bytes = ws.bytes();
+    }
+    // After release, the next call reallocates and still gives the same bits.
+    ws.release();
+    CHECK(ws.bytes() == 0);
+    const problem<T> pr(shapes[0], 121);
+    const auto again = run_backend(ex, p, pr);
+    simd_workspace fresh_ws;
+    const auto fresh = run_backend(exec::simd.with_threads(2).with_workspace(fresh_ws), p, pr);
+    CHECK(same_bits(again.out.data, fresh.out.data));
+    CHECK(same_bits(again.dq.data, fresh.dq.data));
+    CHECK(same_bits(again.dk.data, fresh.dk.data));
+    CHECK(same_bits(again.dv.data, fresh.dv.data));
+    CHECK(ws.bytes() > 0);
+  };
+  check("dense", dense{});
+  check("causal", causal{});
+  check("top_k", top_k(2));
+  check("threshold", threshold(0.5));
+}
+
+TEST_CASE_TEMPLATE("simd empty rows give zero output, -inf lse and zero gradients, never NaN", T,
+                   float, double) {
+  SUBCASE("absolute_threshold: zero query rows score 0, below tau") {
+    const attention_shape s{2, 2, 40, 70, 17, 9};
+    problem<T> pr = integer_problem<T>(s, 5);
+    const double unit = exact_scale(s.d);
+    const index_t empty_rows[][3] = {{0, 0, 0}, {0, 1, 17}, {1, 0, 20}, {1, 1, 39}};
+    for (const auto& e : empty_rows)
+      for (index_t c = 0; c < s.d; ++c) pr.q(e[0], e[1], e[2], c) = T(0);
+    const absolute_threshold p(0.5 * unit);
+    const attention_options opt{unit};
+    const auto ref = run_reference(p, pr, opt);
+    const auto sim = run_backend(exec::simd, p, pr, opt);
+    for (const auto& e : empty_rows) {
+      CAPTURE(e[2]);
+      CHECK(sim.record.lse[std::size_t(sim.record.row_index(e[0], e[1], e[2]))] == -INFINITY);
+      CHECK(row_is_zero(sim.out, e[0], e[1], e[2]));
+      CHECK(row_is_zero(sim.dq, e[0], e[1], e[2]));
+    }
+    const auto finite_rows = std::count_if(sim.record.lse.begin(), sim.record.lse.end(),
+                                           [](double x) { return std::isfinite(x); });
+    CHECK(finite_rows == s.rows() - 4);
+    all_outputs_finite(sim);
+    check_forward(p, pr, sim.out, sim.record, ref, true);
+    check_gradients(sim.dq, sim.dk, sim.dv, ref);
+  }
+
+  SUBCASE("absolute_threshold that keeps nothing: everything is exactly 0, outputs overwritten") {
+    const attention_shape s{2, 3, 65, 33, 17, 9};
+    const problem<T> pr(s, 6);
+    const absolute_threshold p(1e9);
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    tensor<T> out(s.out(), nan), dq(s.q(), nan), dk(s.k(), nan), dv(s.v(), nan);
+    const auto rec = forward(exec::simd, p, pr.q.view(), pr.k.view(), pr.v.view(), out.view());
+    backward(exec::simd, p, pr.q.view(), pr.k.view(), pr.v.view(), out.cview(), pr.d_out.view(),
+             rec, dq.view(), dk.view(), dv.view());
+    CHECK(std::all_of(rec.lse.begin(), rec.lse.end(), [](double x) { return x == -INFINITY; }));
+    for (const tensor<T>* t : {&out, &dq, &dk, &dv})
+      CHECK(std::all_of(t->data.begin(), t->data.end(), [](T x) { return x == T(0); }));
+  }
+
+  SUBCASE("causal and block_local with n_q > n_k: the rows before the first key") {
+    // Bottom-right alignment: query i sits at key position i - 48, so rows 0..47 keep nothing.
+    const attention_shape s{2, 2, 65, 17, 17, 9};
+    const problem<T> pr(s, 7);
+    auto check = [&](const char* name, const auto& p) {
+      INFO(std::string(name));
+      const auto ref = run_reference(p, pr);
+      const auto sim = run_backend(exec::simd, p, pr);
+      for (index_t b = 0; b < s.batch; ++b)
+        for (index_t h = 0; h < s.heads; ++h)
+          for (index_t i = 0; i < s.n_q; ++i) {
+            const bool empty = i < s.n_q - s.n_k;
+            const double lse = sim.record.lse[std::size_t(sim.record.row_index(b, h, i))];
+            CHECK((lse == -INFINITY) == empty);
+            if (empty) {
+              CHECK(row_is_zero(sim.out, b, h, i));
+              CHECK(row_is_zero(sim.dq, b, h, i));
+            }
+          }
+      all_outputs_finite(sim);
+      check_forward(p, pr, sim.out, sim.record, ref, false);
+      check_gradients(sim.dq, sim.dk, sim.dv, ref);
+    };
+    check("causal", causal{});
+    check("block_local", block_local(4));
+  }
+}
+
+TEST_CASE_TEMPLATE("simd keeps unkept NaN scores out of every result, as the reference does", T,
+                   float, double) {
+  // The reference sums over kept entries only, so an unkept NaN never reaches a result. Both
+  // simd backward paths are covered: few kept keys per row (the simd forward saves the kept
+  // sets) and many (no saved selection: the tiled backward with the saved statistics).
+  const attention_shape s{2, 2, 40, 70, 17, 9};
+  const double unit = exact_scale(s.d);
+  const attention_options opt{unit};
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  auto check = [&](const char* name, const auto& p, const problem<T>& pr) {
+    INFO(std::string(name));
+    const auto ref = run_reference(p, pr, opt);
+    REQUIRE(all_finite(ref.out.data));  // the reference keeps the NaN out
+    REQUIRE(all_finite(ref.dq.data));
+    REQUIRE(all_finite(ref.dk.data));
+    REQUIRE(all_finite(ref.dv.data));
+    const auto sim = run_backend(exec::simd, p, pr, opt);
+    CHECK(all_finite(sim.out.data));
+    CHECK(all_finite(sim.dq.data));
+    CHECK(all_finite(sim.dk.data));
+    CHECK(all_finite(sim.dv.data));
+    check_forward(p, pr, sim.out, sim.record, ref, true);
+    check_gradients(sim.dq, sim.dk, sim.dv, ref);
+    return sim;
+  };
+  SUBCASE("a NaN query row: its scores are all NaN, so a selection policy keeps nothing there") {
+    problem<T> pr = integer_problem<T>(s, 8);
+    pr.q(1, 0, 3, 2) = nan;
+    auto empty_row = [&](const auto& sim) {
+      CHECK(sim.record.lse[std::size_t(sim.record.row_index(1, 0, 3))] == -INFINITY);
+      CHECK(row_is_zero(sim.out, 1, 0, 3));
+      CHECK(row_is_zero(sim.dq, 1, 0, 3));
+    };
+    empty_row(check("threshold, few kept", threshold(1.5 * unit), pr));
+    empty_row(check("threshold, most kept", threshold(20.5 * unit), pr));
+    empty_row(check("top_k(3)", top_k(3), pr));
+    empty_row(check("top_k(40)", top_k(40), pr));
+    empty_row(check("absolute_threshold", absolute_threshold(0.5 * unit), pr));
+  }
+  SUBCASE("a NaN key: its scores are all NaN, so a selection policy never keeps it") {
+    problem<T> pr = integer_problem<T>(s, 9);
+    pr.k(0, 1, 11, 0) = nan;
+    check("top_k(5)", top_k(5), pr);
+    check("top_k(40)", top_k(40), pr);
+    check("threshold, most kept", threshold(20.5 * unit), pr);
+    check("bottom_k(30)", bottom_k(30), pr);
+    check("absolute_threshold", absolute_threshold(0.5 * unit), pr);
+  }
+}
+
+TEST_CASE_TEMPLATE("simd propagates a NaN score that dense keeps, as the reference does", T, float,
+                   double) {
+  // Dense and causal keep every score whatever its value: a NaN query row makes its own output
+  // row NaN (the reference's online softmax propagates it), and leaves the other rows' outputs
+  // untouched.
+  const attention_shape s{1, 2, 20, 30, 8, 5};
+  problem<T> pr(s, 10);
+  pr.q(0, 1, 15, 3) = std::numeric_limits<T>::quiet_NaN();
+  auto check = [&](const char* name, const auto& p) {
+    INFO(std::string(name));
+    const auto ref = run_reference(p, pr);
+    tensor<T> out(s.out());
+    const auto rec = forward(exec::simd, p, pr.q.view(), pr.k.view(), pr.v.view(), out.view());
+    index_t nan_in_row = 0, reference_nan_in_row = 0;
+    for (index_t c = 0; c < s.d_v; ++c) {
+      nan_in_row += std::isnan(out(0, 1, 15, c));
+      reference_nan_in_row += std::isnan(ref.out(0, 1, 15, c));
+    }
+    REQUIRE(reference_nan_in_row == s.d_v);
+    CHECK(nan_in_row == s.d_v);
+    CHECK(std::isnan(rec.lse[std::size_t(rec.row_index(0, 1, 15))]));
+    std::size_t non_finite_elsewhere = 0;
+    for (index_t h = 0; h < s.heads; ++h)
+      for (index_t i = 0; i < s.n_q; ++i)
+        for (index_t c = 0; c < s.d_v; ++c)
+          non_finite_elsewhere += !(h == 1 && i == 15) && !std::isfinite(out(0, h, i, c));
+    CHECK(non_finite_elsewhere == 0);
+  };
+  check("dense", dense{});
+  check("causal", causal{});
+}
+
+TEST_CASE_TEMPLATE("simd handles zero extents like the reference and overwrites its outputs", T,
+                   float, double) {
+  const std::vector<attention_shape> shapes = {
+      {1, 2, 0, 5, 3, 4}, {1, 2, 4, 0, 3, 4}, {0, 2, 4, 5, 3, 4}, {2, 0, 4, 5, 3, 4}};
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  for (const attention_shape& s : shapes) {
+    CAPTURE(s);
+    const problem<T> pr(s, 11);
+    auto check = [&](const char* name, const auto& p) {
+      INFO(std::string(name));
+      const auto ref = run_reference(p, pr);
+      result<std::decay_t<decltype(p)>, T> r;
+      r.out = tensor<T>(s.out(), nan);
+      r.dq = tensor<T>(s.q(), nan);
+      r.dk = tensor<T>(s.k(), nan);
+      r.dv = tensor<T>(s.v(), nan);
+      forward(exec::simd, p, pr.q.view(), pr.k.view(), pr.v.view(), r.out.view(), r.record);
+      backward(exec::simd, p, pr.q.view(), pr.k.view(), pr.v.view(), r.out.cview(), pr.d_out.view(),
+               r.record, r.dq.view(), r.dk.view(), r.dv.view());
+      CHECK(same_bits(r.out.data, ref.out.data));
+      CHECK(same_bits(r.record.lse, ref.record.lse));
+      CHECK(same_bits(r.dq.data, ref.dq.data));
+      CHECK(same_bits(r.dk.data, ref.dk.data));
+      CHECK(same_bits(r.dv.data, ref.dv.data));
+    };
+    check("dense", dense{});
+    check("causal", causal{});
+    check("threshold", threshold(1.0));
+    check("absolute_threshold", absolute_threshold(0.1));
+    check("user::above_mean", user::above_mean{});
+    if (s.n_k >= 2) check("top_k", top_k(2));
+  }
+}
+
+TEST_CASE("simd calls from several threads at once give the same bits as one at a time") {
+  // The worker pool runs one call at a time; concurrent callers run their tasks themselves, each
+  // with its own thread_local workspace.
+  const attention_shape s{2, 3, 130, 140, 32, 24};
+  const problem<float> pr(s, 12);
+  const auto ex = exec::simd.with_threads(2);
+  const auto dense_alone = run_backend(ex, dense{}, pr);
+  const auto top_alone = run_backend(ex, top_k(3), pr);
+  std::vector<result<dense, float>> dense_runs(4);
+  std::vector<result<top_k, float>> top_runs(4);
+  std::vector<std::thread> callers;
+  for (std::size_t t = 0; t < 4; ++t)
+    callers.emplace_back([&, t] {
+      for (int repeat = 0; repeat < 2; ++repeat) {
+        dense_runs[t] = run_backend(ex, dense{}, pr);
+        top_runs[t] = run_backend(ex, top_k(3), pr);
+      }
+    });
+  for (std::thread& c : callers) c.join();
+  for (std::size_t t = 0; t < 4; ++t) {
+    CAPTURE(t);
+    CHECK(same_bits(dense_runs[t].out.data, dense_alone.out.data));
+    CHECK(same_bits(dense_runs[t].dq.data, dense_alone.dq.data));
+    CHECK(same_bits(dense_runs[t].dk.data, dense_alone.dk.data));
+    CHECK(same_bits(dense_runs[t].dv.data, dense_alone.dv.data));
+    CHECK(same_bits(top_runs[t].out.data, top_alone.out.data));
+    CHECK(same_bits(top_runs[t].record.lse, top_alone.record.lse));
+    CHECK(top_runs[t].record.selection == top_alone.record.selection);
+    CHECK(same_bits(top_runs[t].dq.data, top_alone.dq.data));
+    CHECK(same_bits(top_runs[t].dk.data, top_alone.dk.data));
+    CHECK(same_bits(top_runs[t].dv.data, top_alone.dv.data));
+  }
+}
+
+TEST_CASE_TEMPLATE("simd and reference records are interchangeable between forward and backward", T,
+                   float, double) {
+  // Exact scores (integer inputs, power-of-two scale), so that both backends select the same keys
+  // from either backend's statistics.
+  const std::vector<attention_shape> shapes = {{2, 2, 33, 65, 17, 12}, {1, 2, 40, 257, 16, 8}};
+  std::uint64_t seed = 130;
+  for (const attention_shape& s : shapes) {
+    CAPTURE(s);
+    const double unit = exact_scale(s.d);
+    const attention_options opt{unit};
+    const auto tau = half_units(unit);
+    const problem<T> pr = integer_problem<T>(s, ++seed);
+    auto check = [&](const char* name, const auto& p) {
+      INFO(std::string(name));
+      using P = std::decay_t<decltype(p)>;
+      const auto ref = run_reference(p, pr, opt);
+      // simd forward, reference backward.
+      tensor<T> out(s.out()), dq(s.q()), dk(s.k()), dv(s.v());
+      forward_record_t<P, T> rec;
+      forward(exec::simd, p, pr.q.view(), pr.k.view(), pr.v.view(), out.view(), rec, opt);
+      check_forward(p, pr, out, rec, ref, true);
+      backward(exec::reference, p, pr.q.view(), pr.k.view(), pr.v.view(), out.cview(),
+               pr.d_out.view(), rec, dq.view(), dk.view(), dv.view());
+      {
+        INFO("simd forward record, reference backward");
+        check_gradients(dq, dk, dv, ref);
+      }
+      // reference forward, simd backward.
+      tensor<T> dq2(s.q()), dk2(s.k()), dv2(s.v());
+      backward(exec::simd, p, pr.q.view(), pr.k.view(), pr.v.view(), ref.out.cview(),
+               pr.d_out.view(), ref.record, dq2.view(), dk2.view(), dv2.view());
+      {
+        INFO("reference forward record, simd backward");
+        check_gradients(dq2, dk2, dv2, ref);
+      }
+      // A simd record without its saved selection: simd backward re-derives the kept sets.
+      if (rec.has_selection()) {
+        auto bare = rec;
+        bare.selection_offsets.clear();
+        bare.selection.clear();
+        tensor<T> dq3(s.q()), dk3(s.k()), dv3(s.v());
+        backward(exec::simd, p, pr.q.view(), pr.k.view(), pr.v.view(), out.cview(), pr.d_out.view(),
+                 bare, dq3.view(), dk3.view(), dv3.view());
+        INFO("simd forward record without its selection, simd backward");
+        check_gradients(dq3, dk3, dv3, ref);
+      }
+    };
+    check("dense", dense{});
+    check("causal", causal{});
+    check("banded", banded(9));
+    check("random_k", random_k(5, 1));
+    check("top_k(3)", top_k(3));
+    check("top_k(n_k / 2)", top_k(s.n_k / 2));
+    check("bottom_k", bottom_k(2));
+    check("threshold, few kept", threshold(0.5 * unit));
+    check("threshold", threshold(tau(1.0)));
+    check("absolute_threshold", absolute_threshold(tau(1.0)));
+    check("user::above_mean", user::above_mean{});
+  }
+}
+
+TEST_CASE("simd rejects bad arguments like the reference") {
+  const attention_shape s{1, 2, 5, 6, 3, 4};
+  const problem<float> pr(s, 140);
+  tensor<float> out(s.out(), 42.0f);
+  SUBCASE("a key dimension that does not match the queries") {
+    const tensor<float> bad_k({1, 2, 6, 4});
+    CHECK_THROWS_AS(
+        forward(exec::simd, dense{}, pr.q.view(), bad_k.view(), pr.v.view(), out.view()),
+        semfocus::invalid_argument);
+    CHECK(std::all_of(out.data.begin(), out.data.end(), [](float x) { return x == 42.0f; }));
+  }
+  SUBCASE("an output of the wrong shape") {
+    tensor<float> bad_out({1, 2, 5, 3}, 42.0f);
+    CHECK_THROWS_AS(forward(exec::simd.with_threads(2), top_k(2), pr.q.view(), pr.k.view(),
+                            pr.v.view(), bad_out.view()),
+                    semfocus::invalid_argument);
+  }
+  SUBCASE("a policy that rejects the shape") {
+    CHECK_THROWS_AS(
+        forward(exec::simd, top_k(7), pr.q.view(), pr.k.view(), pr.v.view(), out.view()),
+        semfocus::invalid_argument);
+  }
+  SUBCASE("backward with a record made for another shape") {
+    const auto rec =
+        forward(exec::simd, top_k(2), pr.q.view(), pr.k.view(), pr.v.view(), out.view());
+    const problem<float> other({1, 2, 5, 7, 3, 4}, 141);
+    tensor<float> o2(other.shape.out()), dq(other.shape.q()), dk(other.shape.k()),
+        dv(other.shape.v());
+    CHECK_THROWS_AS(backward(exec::simd, top_k(2), other.q.view(), other.k.view(), other.v.view(),
+                             o2.cview(), other.d_out.view(), rec, dq.view(), dk.view(), dv.view()),
+                    semfocus::invalid_argument);
+  }
+  SUBCASE("backward with a record whose saved selection is inconsistent") {
+    auto rec = forward(exec::simd, top_k(2), pr.q.view(), pr.k.view(), pr.v.view(), out.view());
+    tensor<float> dq(s.q()), dk(s.k()), dv(s.v());
+    auto run_backward = [&] {
+      backward(exec::simd, top_k(2), pr.q.view(), pr.k.view(), pr.v.view(), out.cview(),
+               pr.d_out.view(), rec, dq.view(), dk.view(), dv.view());
+    };
+    // Every row keeps keys {0, 1}, except that one entry names key n_k.
+    rec.selection_offsets.resize(std::size_t(s.rows()) + 1);
+    rec.selection.assign(std::size_t(2 * s.rows()), 0);
+    for (std::size_t r = 0; r <= std::size_t(s.rows()); ++r)
+      rec.selection_offsets[r] = std::int64_t(2 * r);
+    for (std::size_t x = 1; x < rec.selection.size(); x += 2) rec.selection[x] = 1;
+    REQUIRE(rec.has_selection());
+    REQUIRE_NOTHROW(run_backward());
+    rec.selection[3] = std::uint32_t(s.n_k);
+    CHECK_THROWS_AS(run_backward(), semfocus::invalid_argument);
+    rec.selection[3] = 1;
+    rec.selection_offsets[2] = 5;  // offsets 0, 2, 5, 4, ...: decreasing at row 3
+    rec.selection_offsets[3] = 4;
+    CHECK_THROWS_AS(run_backward(), semfocus::invalid_argument);
+  }
+  SUBCASE("a negative thread count") {
+    CHECK_THROWS_AS(exec::simd.with_threads(-1), semfocus::invalid_argument);
+    CHECK(exec::simd.with_threads(3).resolved_threads() == 3);
+    CHECK(exec::simd.with_threads(0).resolved_threads() >= 1);
+  }
+}
+
+#endif  // SEMFOCUS_HAS_XSIMD
