@@ -37,14 +37,23 @@ void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep
   const index_t nkt = (sh.n_k + bkt - 1) / bkt, tasks = heads * nkt;
   const index_t dp = K::padded(sh.d), dvp = K::padded(sh.d_v), nqp = nqb * bqt;
   const bool pad_d = sh.d % K::width != 0, pad_dv = sh.d_v % K::width != 0;
+  // dQ = dS K and dK = dS^T Q sum over whole tiles, unkept entries with dS = 0; the reference sums
+  // kept entries only, so a non-finite row of K or Q (whose scores are all NaN or infinite, hence
+  // either unkept or already non-finite in dS) is replaced by zeros in the gemm operand.
+  bool finite_q = true, finite_k = true;
+  for (index_t bh = 0; bh < sh.batch * sh.heads; ++bh) {
+    finite_q = finite_q && K::finite_rows(q, bh / sh.heads, bh % sh.heads);
+    finite_k = finite_k && K::finite_rows(k, bh / sh.heads, bh % sh.heads);
+  }
+  const bool copy_q = pad_d || !finite_q, copy_k = pad_d || !finite_k;
   // Shared, per head: Q^T and dO^T in query tiles, lse (+inf where the row is empty or padding:
   // exp(s - lse) = 0) and D, padded rows of Q, K, dO if needed, and the dQ turns.
   arena_layout shared, scratch;
   const std::size_t qt_off = shared.take<T>(heads * nqp * sh.d),
                     dot_off = shared.take<T>(heads * nqp * sh.d_v),
                     lse_off = shared.take<T>(heads * nqp), dd_off = shared.take<T>(heads * nqp),
-                    qp_off = shared.take<T>(pad_d ? heads * sh.n_q * dp : 0),
-                    kp_off = shared.take<T>(pad_d ? heads * sh.n_k * dp : 0),
+                    qp_off = shared.take<T>(copy_q ? heads * sh.n_q * dp : 0),
+                    kp_off = shared.take<T>(copy_k ? heads * sh.n_k * dp : 0),
                     dop_off = shared.take<T>(pad_dv ? heads * sh.n_q * dvp : 0),
                     turn_off = shared.take<std::atomic<index_t>>(heads * nqb);
   const std::size_t st_off = scratch.take<T>(bkt * bqt), dpt_off = scratch.take<T>(bkt * bqt),
@@ -79,10 +88,10 @@ void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep
       dd[i] = i < sh.n_q ? K::dot(d_out.row(b, h, i), out.row(b, h, i), sh.d_v) : T(0);
       if (i < sh.n_q) std::fill(dq.row(b, h, i), dq.row(b, h, i) + sh.d, T(0));
     }
-    if (pad_d) {
-      K::pack_rows(q, b, h, 0, sh.n_q, at<T>(sh_mem, qp_off) + bh * sh.n_q * dp, dp);
-      K::pack_rows(k, b, h, 0, sh.n_k, at<T>(sh_mem, kp_off) + bh * sh.n_k * dp, dp);
-    }
+    if (copy_q)
+      K::pack_rows(q, b, h, 0, sh.n_q, at<T>(sh_mem, qp_off) + bh * sh.n_q * dp, dp, true);
+    if (copy_k)
+      K::pack_rows(k, b, h, 0, sh.n_k, at<T>(sh_mem, kp_off) + bh * sh.n_k * dp, dp, true);
     if (pad_dv)
       K::pack_rows(d_out, b, h, 0, sh.n_q, at<T>(sh_mem, dop_off) + bh * sh.n_q * dvp, dvp);
   });
@@ -97,8 +106,8 @@ void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep
       *dva = at<T>(mem, dv_off), *c = at<T>(mem, c_off);
     std::fill(dka, dka + mk * dp, T(0));
     std::fill(dva, dva + mk * dvp, T(0));
-    const auto [qr, ldq] = rows_of(q, pad_d, qp_off, sh.n_q, dp, bh);
-    const auto [kr, ldk] = rows_of(k, pad_d, kp_off, sh.n_k, dp, bh);
+    const auto [qr, ldq] = rows_of(q, copy_q, qp_off, sh.n_q, dp, bh);
+    const auto [kr, ldk] = rows_of(k, copy_k, kp_off, sh.n_k, dp, bh);
     const auto [dor, ldo] = rows_of(d_out, pad_dv, dop_off, sh.n_q, dvp, bh);
     const T* lse = at<T>(sh_mem, lse_off) + bh * nqp;
     const T* dd = at<T>(sh_mem, dd_off) + bh * nqp;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "semfocus/backend/dispatch.hpp"
@@ -64,14 +65,14 @@ struct forward_operands {
 };
 
 /// \brief Writes out = acc / l and lse = m + log l for rows [i0, i0 + n) of head (b, h); rows with
-/// l = 0 (nothing kept) get zeros and lse = -inf.
+/// l = 0 (nothing kept) get zeros and lse = -inf; a NaN l gives NaN rows, as the reference.
 template <class T, class Record>
 void finish_rows(const tensor_view<T>& out, Record& rec, index_t b, index_t h, index_t i0,
                  index_t n, const T* acc, index_t ld, const T* m, const T* l) noexcept {
   for (index_t r = 0; r < n; ++r) {
     T* o = out.row(b, h, i0 + r);
     double& lse = rec.lse[std::size_t(rec.row_index(b, h, i0 + r))];
-    if (!(l[r] > T(0))) {
+    if (l[r] == T(0)) {  // (a NaN l, from a kept NaN score, propagates below)
       std::fill(o, o + out.dim(), T(0));
       lse = -detail::infinity<double>();
       continue;
@@ -149,7 +150,9 @@ struct forward_impl<exec::simd_t, Policy, T> {
   static void online_update(T* row, T* acc, index_t n, T& m, T& l) noexcept {
     constexpr index_t bk = backend::simd::forward_operands<T>::bk;
     const T m_new = std::max(m, K::max(row, bk));
-    if (m_new == -detail::infinity<T>()) {  // nothing kept yet: p = 0
+    if (m_new == -detail::infinity<T>()) {  // nothing kept yet (or kept NaNs only): p = 0
+      if (std::any_of(row, row + bk, [](T x) { return x != x; }))
+        m = l = std::numeric_limits<T>::quiet_NaN();  // a kept NaN makes the row NaN
       std::fill(row, row + bk, T(0));
       return;
     }

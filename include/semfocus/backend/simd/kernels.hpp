@@ -138,13 +138,38 @@ struct kernels {
 
   /// \brief Copies rows [r0, r0 + n) of head (b, h) of `t` into dst (row stride ld >= dim),
   /// zero-filling columns [dim, ld): padded rows for the B operand of gemm.
+  /// With zero_nonfinite, rows holding a NaN or an infinity become zero rows (see finite_rows).
   static void pack_rows(const tensor_view<const T>& t, index_t b, index_t h, index_t r0, index_t n,
-                        T* dst, index_t ld) noexcept {
+                        T* dst, index_t ld, bool zero_nonfinite = false) noexcept {
     const index_t dim = t.dim();
     for (index_t r = 0; r < n; ++r) {
-      std::memcpy(dst + r * ld, t.row(b, h, r0 + r), std::size_t(dim) * sizeof(T));
+      const T* src = t.row(b, h, r0 + r);
+      if (zero_nonfinite && !finite(src, dim))
+        std::fill(dst + r * ld, dst + r * ld + dim, T(0));
+      else
+        std::memcpy(dst + r * ld, src, std::size_t(dim) * sizeof(T));
       std::fill(dst + r * ld + dim, dst + (r + 1) * ld, T(0));
     }
+  }
+
+  /// \brief Whether x[0, n) are all finite (x - x == 0 fails exactly for NaN and infinities).
+  static bool finite(const T* x, index_t n) noexcept {
+    batch acc(T(0));
+    index_t c = 0;
+    for (; c + width <= n; c += width) {
+      const batch v = batch::load_unaligned(x + c);
+      acc += v - v;
+    }
+    bool ok = xsimd::all(acc == batch(T(0)));
+    for (; c < n; ++c) ok = ok && x[c] - x[c] == T(0);
+    return ok;
+  }
+
+  /// \brief Whether every row of head (b, h) of t is finite.
+  static bool finite_rows(const tensor_view<const T>& t, index_t b, index_t h) noexcept {
+    for (index_t r = 0; r < t.seq(); ++r)
+      if (!finite(t.row(b, h, r), t.dim())) return false;
+    return true;
   }
 
   /// \brief Transposes rows [r0, r0 + n) of head (b, h) of `t` into a panel of `blk` columns:
