@@ -5,7 +5,7 @@
 #   bash cmake/run.sh demo       build the examples and run the quickstart
 #   bash cmake/run.sh test       build tests and examples (CUDA parts too when nvcc is found), run ctest
 #   bash cmake/run.sh sanitize   the tests under AddressSanitizer + UBSan
-#   bash cmake/run.sh bench      build and run the Google Benchmark suite
+#   bash cmake/run.sh bench      build the benchmarks, print the README's SIMD table
 #   bash cmake/run.sh deps       only install the dependencies
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,7 +32,7 @@ case "${1:-}" in
   sanitize) cmake --workflow --preset sanitize ;;
   bench)
     cmake --workflow --preset bench
-    ./build/bench/bench/semfocus_bench --benchmark_min_time=0.05
+    bash bench/report.sh build/bench
     ;;
   deps) ;;
   *)

@@ -37,17 +37,62 @@ SEMFOCUS_HD rank_result<U> radix_kth(const ForEach& for_each, index_t k) noexcep
   return {prefix, rank};
 }
 
+/// \brief The k-th largest of a[0, c) (1 <= k <= c) and how many of its ties rank within the
+/// first k, by a three-way quickselect (median-of-three pivots) that reorders a. Expected
+/// O(c) comparisons; used on small buffers, where a histogram pass is slowed by its counters.
+template <class U>
+SEMFOCUS_HD rank_result<U> quick_kth(U* a, index_t c, index_t k) noexcept {
+  index_t lo = 0, hi = c - 1;
+  const index_t target = k - 1;
+  U kth = a[0];
+  while (true) {
+    if (lo >= hi) {
+      kth = a[lo];
+      break;
+    }
+    const U x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi];
+    const U pivot = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+    index_t lt = lo, i = lo, gt = hi;  // [lo, lt) > pivot, [lt, i) == pivot, (gt, hi] < pivot
+    while (i <= gt) {
+      const U v = a[i];
+      if (v > pivot) {
+        a[i++] = a[lt];
+        a[lt++] = v;
+      } else if (v < pivot) {
+        a[i] = a[gt];
+        a[gt--] = v;
+      } else {
+        ++i;
+      }
+    }
+    if (target < lt) {
+      hi = lt - 1;
+    } else if (target > gt) {
+      lo = gt + 1;
+    } else {
+      kth = pivot;
+      break;
+    }
+  }
+  index_t greater = 0;
+  for (index_t x = 0; x < c; ++x) greater += a[x] > kth ? 1 : 0;
+  return {kth, k - greater};
+}
+
 /// \brief order_key(x), complemented when smaller is better, and 0 for NaN (below every number,
-/// whose keys are >= 2^(bits - 9) - 1): branch-free, so the group pass vectorises.
+/// whose keys are >= 2^(bits - 9) - 1): masks instead of branches, so the group pass
+/// vectorises.
 template <bool Largest, class T>
 SEMFOCUS_HD SEMFOCUS_FORCEINLINE bits_t<T> rank_key(T x) noexcept {
   using U = bits_t<T>;
   using S = std::make_signed_t<U>;
   constexpr U sign = U(1) << (8 * sizeof(U) - 1);
-  const U u = x == T(0) ? U(0) : bit_cast<U>(x);  // -0 == +0
-  const U flip = U(S(u) >> (8 * sizeof(U) - 1)) | sign;
-  const U k = Largest ? U(u ^ flip) : U(~(u ^ flip));
-  return x != x ? U(0) : k;
+  constexpr U inf_bits = sizeof(U) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+  U u = bit_cast<U>(x);
+  const U magnitude = u & U(~sign);
+  u &= U(U(0) - U(magnitude != 0));  // -0 == +0
+  const U k = u ^ U(U(S(u) >> (8 * sizeof(U) - 1)) | sign);
+  return U(Largest ? k : U(~k)) & U(U(0) - U(magnitude <= inf_bits));  // NaN -> 0
 }
 
 /// \brief Exact k-th best of n scores (k >= 1): the value and the index of the last kept tie
@@ -65,8 +110,8 @@ template <bool Largest, class T>
 SEMFOCUS_HD rank_result<T> select_rank(const T* s, index_t n, index_t k) noexcept {
   using U = bits_t<T>;
   constexpr index_t groups = 256, cap = 512;
-  // At most 256 groups of g consecutive scores, g a multiple of 8 when above 4, scanned in
-  // blocks of 8 so that the compiler vectorises the pass.
+  // At most 256 groups of g consecutive scores (g a multiple of 8 when above 4); the key is
+  // integer arithmetic only, so that the compiler vectorises this pass.
   U best[groups] = {};
   index_t g = (n + groups - 1) / groups;
   if (g > 4) g = (g + 7) / 8 * 8;
@@ -76,16 +121,9 @@ SEMFOCUS_HD rank_result<T> select_rank(const T* s, index_t n, index_t k) noexcep
     const index_t j0 = gi * g, j1 = j0 + g < n ? j0 + g : n;
     U m = 0;
     std::uint32_t f = 0;
-    index_t j = j0;
-    for (; j + 8 <= j1; j += 8)
-      for (int x = 0; x < 8; ++x) {
-        const U u = rank_key<Largest>(s[j + x]);
-        m = u > m ? u : m;
-        f += std::uint32_t(u != 0);
-      }
-    for (; j < j1; ++j) {
+    for (index_t j = j0; j < j1; ++j) {
       const U u = rank_key<Largest>(s[j]);
-      m = u > m ? u : m;
+      m = m > u ? m : u;
       f += std::uint32_t(u != 0);
     }
     best[gi] = m;
@@ -95,13 +133,9 @@ SEMFOCUS_HD rank_result<T> select_rank(const T* s, index_t n, index_t k) noexcep
 
   rank_result<U> kth{0, 0};
   if (k <= ng / 4) {
-    const U t = radix_kth<U>(
-                    [&](auto f) {
-                      for (index_t gi = 0; gi < ng; ++gi) f(best[gi]);
-                    },
-                    k)
-                    .value;
     U cand[cap];
+    for (index_t gi = 0; gi < ng; ++gi) cand[gi] = best[gi];
+    const U t = quick_kth<U>(cand, ng, k).value;
     index_t c = 0;
     for (index_t gi = 0; gi < ng && c <= cap && t != 0; ++gi) {
       if (best[gi] < t) continue;
@@ -114,12 +148,7 @@ SEMFOCUS_HD rank_result<T> select_rank(const T* s, index_t n, index_t k) noexcep
         }
       }
     }
-    if (t != 0 && c <= cap)
-      kth = radix_kth<U>(
-          [&](auto f) {
-            for (index_t x = 0; x < c; ++x) f(cand[x]);
-          },
-          k);
+    if (t != 0 && c <= cap) kth = quick_kth<U>(cand, c, k);
   }
   if (kth.value == 0)
     kth = radix_kth<U>(
