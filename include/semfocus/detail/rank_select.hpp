@@ -38,45 +38,43 @@ SEMFOCUS_HD rank_result<U> radix_kth(const ForEach& for_each, index_t k) noexcep
 }
 
 /// \brief The k-th largest of a[0, c) (1 <= k <= c) and how many of its ties rank within the
-/// first k, by a three-way quickselect (median-of-three pivots) that reorders a. Expected
-/// O(c) comparisons; used on small buffers, where a histogram pass is slowed by its counters.
+/// first k, by quickselect with median-of-three pivots and a branch-free three-way partition
+/// that ping-pongs between a and tmp (both of size >= c; both are overwritten). Expected O(c);
+/// used on small buffers, where a histogram pass is slowed by its counters and a branchy
+/// partition by mispredictions.
 template <class U>
-SEMFOCUS_HD rank_result<U> quick_kth(U* a, index_t c, index_t k) noexcept {
-  index_t lo = 0, hi = c - 1;
-  const index_t target = k - 1;
-  U kth = a[0];
-  while (true) {
-    if (lo >= hi) {
-      kth = a[lo];
-      break;
-    }
-    const U x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi];
+SEMFOCUS_HD rank_result<U> quick_kth(U* a, U* tmp, index_t c, index_t k) noexcept {
+  index_t n = c, target = k - 1, above = 0;  // `above`: keys known to beat the answer
+  while (n > 1) {
+    const U x = a[0], y = a[n / 2], z = a[n - 1];
     const U pivot = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
-    index_t lt = lo, i = lo, gt = hi;  // [lo, lt) > pivot, [lt, i) == pivot, (gt, hi] < pivot
-    while (i <= gt) {
+    // tmp[0, g) > pivot; tmp(n - 1 - l, n - 1] < pivot; n - g - l keys equal the pivot. Every key
+    // is written to both cursors; only the matching one advances, the other write lands in the
+    // unfilled middle.
+    index_t g = 0, l = 0;
+    for (index_t i = 0; i < n; ++i) {
       const U v = a[i];
-      if (v > pivot) {
-        a[i++] = a[lt];
-        a[lt++] = v;
-      } else if (v < pivot) {
-        a[i] = a[gt];
-        a[gt--] = v;
-      } else {
-        ++i;
-      }
+      tmp[g] = v;
+      tmp[n - 1 - l] = v;
+      g += v > pivot ? 1 : 0;
+      l += v < pivot ? 1 : 0;
     }
-    if (target < lt) {
-      hi = lt - 1;
-    } else if (target > gt) {
-      lo = gt + 1;
+    const index_t e = n - g - l;
+    if (target < g) {
+      n = g;
+    } else if (target < g + e) {
+      return {pivot, k - (above + g)};
     } else {
-      kth = pivot;
-      break;
+      target -= g + e;
+      above += g + e;
+      tmp += n - l;
+      n = l;
     }
+    U* t = a;
+    a = tmp;
+    tmp = t;
   }
-  index_t greater = 0;
-  for (index_t x = 0; x < c; ++x) greater += a[x] > kth ? 1 : 0;
-  return {kth, k - greater};
+  return {a[0], k - above};
 }
 
 /// \brief order_key(x), complemented when smaller is better, and 0 for NaN (below every number,
@@ -97,15 +95,15 @@ SEMFOCUS_HD SEMFOCUS_FORCEINLINE bits_t<T> rank_key(T x) noexcept {
 
 /// \brief Exact k-th best of n scores (k >= 1): the value and the index of the last kept tie
 /// (ties are kept in index order). NaN never counts.
-/// Pass 1 takes the best key of each of at most 256 groups of consecutive scores. For small k, the
-/// k-th best group best t (with at least 4k groups) is a lower bound of the answer (k groups, hence
-/// k scores, reach t), so the answer is the k-th best among the keys >= t, which lie in the groups
-/// whose best is >= t; those keys are gathered (when at most 512) and radix-selected. Otherwise, or
-/// when the filter keeps too many, a radix selection over all n. The tie cut-off is found in the
-/// groups whose best reaches the answer. Cost O(n): one full pass plus a fraction on the fast path
-/// (4 to 8 full passes otherwise); 3 KiB of stack (6 KiB for double), no allocation, deterministic;
-/// runs on host and device. Fewer than k non-NaN scores: returns the cut that keeps every
-/// non-NaN score.
+/// Pass 1 (vectorised) takes the best key of each of at most 256 groups of consecutive scores.
+/// Fast path, for k <= groups / 4: a histogram of the group bests gives t <= the k-th best
+/// group best, a lower bound of the answer (k groups, hence k scores, reach t); the keys >= t
+/// lie in the groups whose best is >= t, and when there are at most 512 of them they are
+/// gathered with their indices and quick-selected, and the tie cut-off is read off the gathered
+/// indices. Otherwise a radix selection over all n keys and a scan of the groups that reach the
+/// answer. Cost O(n): about one pass plus a fraction on the fast path (4 to 8 passes otherwise);
+/// about 7 KiB of stack (13 KiB for double), no allocation, deterministic; runs on host and
+/// device. Fewer than k non-NaN scores: returns the cut that keeps every non-NaN score.
 template <bool Largest, class T>
 SEMFOCUS_HD rank_result<T> select_rank(const T* s, index_t n, index_t k) noexcept {
   using U = bits_t<T>;
@@ -131,33 +129,58 @@ SEMFOCUS_HD rank_result<T> select_rank(const T* s, index_t n, index_t k) noexcep
   }
   if (finite <= k) return {Largest ? -infinity<T>() : infinity<T>(), n};
 
-  rank_result<U> kth{0, 0};
   if (k <= ng / 4) {
-    U cand[cap];
-    for (index_t gi = 0; gi < ng; ++gi) cand[gi] = best[gi];
-    const U t = quick_kth<U>(cand, ng, k).value;
+    // t: the lower edge of the bucket holding the k-th best group best, 256 buckets spanning
+    // [min, max] of the group bests (so the histogram's counters rarely collide). At least k
+    // group bests, hence k scores, are >= t.
+    U lo = best[0], hi = best[0];
+    for (index_t gi = 1; gi < ng; ++gi) {
+      lo = best[gi] < lo ? best[gi] : lo;
+      hi = best[gi] > hi ? best[gi] : hi;
+    }
+    int shift = 0;
+    while (shift < 8 * int(sizeof(U)) && ((hi - lo) >> shift) > 255) ++shift;
+    std::uint32_t count[256] = {};
+    for (index_t gi = 0; gi < ng; ++gi) ++count[(best[gi] - lo) >> shift];
+    index_t seen = 0;
+    int bucket = 255;
+    for (; bucket > 0 && seen + index_t(count[bucket]) < k; --bucket)
+      seen += index_t(count[bucket]);
+    const U t = U(lo + (U(bucket) << shift));
+    // The keys >= t (and their indices, ascending), gathered when at most `cap`.
+    U cand[cap + 1], work[cap], spare[cap];
+    std::uint32_t where[cap + 1];
     index_t c = 0;
     for (index_t gi = 0; gi < ng && c <= cap && t != 0; ++gi) {
       if (best[gi] < t) continue;
       const index_t j0 = gi * g, j1 = j0 + g < n ? j0 + g : n;
-      for (index_t j = j0; j < j1; ++j) {
-        const U u = rank_key<Largest>(s[j]);
-        if (u >= t) {
-          if (c < cap) cand[c] = u;
-          ++c;
+      for (index_t c0 = j0; c0 < j1 && c <= cap; c0 += 64) {  // keys by chunks (vectorised)
+        const index_t m = j1 - c0 < 64 ? j1 - c0 : 64;
+        U key[64];
+        for (index_t x = 0; x < m; ++x) key[x] = rank_key<Largest>(s[c0 + x]);
+        for (index_t x = 0; x < m; ++x) {  // branch-free append; slot `cap` absorbs overflow
+          const index_t at = c < cap ? c : cap;
+          cand[at] = key[x];
+          where[at] = std::uint32_t(c0 + x);
+          c += key[x] >= t ? 1 : 0;
         }
       }
     }
-    if (t != 0 && c <= cap) kth = quick_kth<U>(cand, c, k);
+    if (t != 0 && c <= cap) {
+      for (index_t x = 0; x < c; ++x) work[x] = cand[x];
+      const rank_result<U> kth = quick_kth<U>(work, spare, c, k);
+      index_t rank = kth.last;
+      for (index_t x = 0; x < c; ++x)
+        if (cand[x] == kth.value && --rank == 0) return {s[where[x]], index_t(where[x])};
+    }
   }
-  if (kth.value == 0)
-    kth = radix_kth<U>(
-        [&](auto f) {
-          for (index_t j = 0; j < n; ++j)
-            if (const U u = rank_key<Largest>(s[j]); u != 0) f(u);
-        },
-        k);
-  // kth.value is the k-th key; the first kth.last of its ties (in index order) are kept.
+  // Radix selection over all n keys, then the tie cut-off in the groups that reach the answer.
+  const rank_result<U> kth = radix_kth<U>(
+      [&](auto f) {
+        for (index_t j = 0; j < n; ++j)
+          if (const U u = rank_key<Largest>(s[j]); u != 0) f(u);
+      },
+      k);
   index_t rank = kth.last;
   for (index_t gi = 0; gi < ng; ++gi) {
     if (best[gi] < kth.value) continue;

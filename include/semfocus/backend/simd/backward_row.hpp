@@ -68,14 +68,17 @@ struct backward_impl<exec::simd_t, Policy, T> {
     const index_t nkb = (sh.n_k + keys_per_task - 1) / keys_per_task;
     bs::arena_layout shared;
     // P and dS of every kept pair (selection order); per head the key-major index: col[j] is the
-    // first entry of key j in `pairs`, which holds positions into the selection.
+    // first entry of key j in `pairs`, which holds positions into the selection, and
+    // pair_row their rows.
     const std::size_t p_off = shared.take<T>(nnz), ds_off = shared.take<T>(nnz),
                       col_off = shared.take<std::int64_t>(heads * (sh.n_k + 1)),
-                      pair_off = shared.take<std::int64_t>(nnz);
+                      pair_off = shared.take<std::int64_t>(nnz),
+                      prow_off = shared.take<std::uint32_t>(nnz);
     const bs::call_context ctx(ex, std::max(heads * nrb, heads * nkb), shared.size, 0);
     T *pv = bs::at<T>(ctx.shared, p_off), *dsv = bs::at<T>(ctx.shared, ds_off);
     std::int64_t* col = bs::at<std::int64_t>(ctx.shared, col_off);
     std::int64_t* pairs = bs::at<std::int64_t>(ctx.shared, pair_off);
+    std::uint32_t* pair_row = bs::at<std::uint32_t>(ctx.shared, prow_off);
     const auto& off = rec.selection_offsets;
     const T sc = T(rec.scale);
 
@@ -111,7 +114,13 @@ struct backward_impl<exec::simd_t, Policy, T> {
       c[0] = x0;
       for (index_t j = 0; j < sh.n_k; ++j) c[j + 1] += c[j];
       // Fill in row order; c[j] advances to the end of key j's range, then is shifted back.
-      for (std::int64_t x = x0; x < x1; ++x) pairs[c[rec.selection[std::size_t(x)]]++] = x;
+      const std::int64_t row0 = rec.row_index(b, h, 0);
+      for (index_t i = 0; i < sh.n_q; ++i)
+        for (std::int64_t x = off[std::size_t(row0 + i)]; x < off[std::size_t(row0 + i) + 1]; ++x) {
+          const std::int64_t y = c[rec.selection[std::size_t(x)]]++;
+          pairs[y] = x;
+          pair_row[y] = std::uint32_t(i);
+        }
       for (index_t j = sh.n_k; j > 0; --j) c[j] = c[j - 1];
       c[0] = x0;
     });
@@ -119,26 +128,18 @@ struct backward_impl<exec::simd_t, Policy, T> {
       const index_t bh = t / nkb, b = bh / sh.heads, h = bh % sh.heads;
       const index_t j0 = (t % nkb) * keys_per_task, j1 = std::min(sh.n_k, j0 + keys_per_task);
       const std::int64_t* c = col + bh * (sh.n_k + 1);
-      const std::int64_t row0 = rec.row_index(b, h, 0);
       for (index_t j = j0; j < j1; ++j) {
         T *dkj = dk.row(b, h, j), *dvj = dv.row(b, h, j);
         std::fill(dkj, dkj + sh.d, T(0));
         std::fill(dvj, dvj + sh.d_v, T(0));
         for (std::int64_t y = c[j]; y < c[j + 1]; ++y) {
           const std::int64_t x = pairs[y];
-          const index_t i = row_of(off, row0, sh.n_q, x);
+          const index_t i = pair_row[y];
           K::axpy(dkj, q.row(b, h, i), sh.d, dsv[x]);
           K::axpy(dvj, d_out.row(b, h, i), sh.d_v, pv[x]);
         }
       }
     });
-  }
-
-  /// \brief The row (within its head) of selection entry x: binary search of the offsets.
-  static index_t row_of(const std::vector<std::int64_t>& off, std::int64_t row0, index_t n_q,
-                        std::int64_t x) noexcept {
-    const auto first = off.begin() + row0, last = off.begin() + row0 + n_q + 1;
-    return index_t(std::upper_bound(first, last, x) - first) - 1;
   }
 };
 

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "semfocus/backend/simd/forward.hpp"
@@ -37,7 +39,8 @@ struct forward_impl<exec::simd_t, Policy, T> {
     bs::arena_layout shared, scratch;
     ops.plan(shared);
     const std::size_t s_off = scratch.take<T>(bq * nkp), o_off = scratch.take<T>(bq * ops.dvp),
-                      m_off = scratch.take<T>(bq), l_off = scratch.take<T>(bq);
+                      m_off = scratch.take<T>(bq), l_off = scratch.take<T>(bq),
+                      mask_off = scratch.take<unsigned char>(bq * nkp);
     const index_t nqb = (sh.n_q + bq - 1) / bq, tasks = ops.heads() * nqb;
     const bs::call_context ctx(ex, tasks, shared.size, scratch.size);
     std::vector<std::vector<std::uint32_t>>& lists = ctx.ws->lists;
@@ -54,6 +57,7 @@ struct forward_impl<exec::simd_t, Policy, T> {
       void* mem = ctx.scratch(slot);
       T *s = bs::at<T>(mem, s_off), *o = bs::at<T>(mem, o_off), *m = bs::at<T>(mem, m_off),
         *l = bs::at<T>(mem, l_off);
+      unsigned char* mask = bs::at<unsigned char>(mem, mask_off);
       std::vector<std::uint32_t>& kept = lists[std::size_t(t)];
       kept.clear();
       for (index_t kb = 0; kb < ops.nkb; ++kb)
@@ -65,25 +69,25 @@ struct forward_impl<exec::simd_t, Policy, T> {
         const index_t ri = rec.row_index(b, h, i0 + r);
         const row_statistic_t<Policy, T> st = p.row_statistic(hs, i0 + r, row);
         rec.stats[std::size_t(ri)] = st;
-        // Branch-free compaction of the kept indices into room for n_k more.
+        // The predicate over the row (a loop the compiler vectorises for the built-in
+        // statistics), then the kept indices read off the mask 8 keys at a time.
+        unsigned char* mrow = mask + r * nkp;
+        for (index_t j = 0; j < sh.n_k; ++j) mrow[j] = st.keep(j, row[j]) ? 1 : 0;
+        std::fill(mrow + sh.n_k, mrow + nkp, static_cast<unsigned char>(0));
         const std::size_t first = kept.size();
-        kept.resize(first + std::size_t(sh.n_k));
-        std::uint32_t* out_j = kept.data() + first;
-        std::size_t cnt = 0;
-        for (index_t j = 0; j < sh.n_k; ++j) {
-          const bool keep = st.keep(j, row[j]);
-          out_j[cnt] = std::uint32_t(j);
-          cnt += keep ? 1 : 0;
-          row[j] = keep ? row[j] : -detail::infinity<T>();
+        for (index_t j0 = 0; j0 < nkp; j0 += 8) {
+          std::uint64_t w;
+          std::memcpy(&w, mrow + j0, sizeof w);
+          for (; w != 0; w &= w - 1) kept.push_back(std::uint32_t(j0 + (std::countr_zero(w) >> 3)));
         }
-        kept.resize(first + cnt);
-        std::fill(row + sh.n_k, row + nkp, -detail::infinity<T>());
-        rec.selection_offsets[std::size_t(ri) + 1] = std::int64_t(cnt);
+        rec.selection_offsets[std::size_t(ri) + 1] = std::int64_t(kept.size() - first);
       }
       const auto [vb, ldv] = ops.v_rows(ctx.shared, v, bh);
       if (index_t(kept.size()) * 4 > mq * sh.n_k) {  // dense block: vector softmax and a gemm
         for (index_t r = 0; r < mq; ++r) {
           T* row = s + r * nkp;
+          const unsigned char* mrow = mask + r * nkp;
+          for (index_t j = 0; j < nkp; ++j) row[j] = mrow[j] ? row[j] : -detail::infinity<T>();
           m[r] = K::max(row, nkp);
           l[r] = m[r] == -detail::infinity<T>() ? T(0) : K::exp_sum(row, nkp, m[r]);
         }

@@ -93,14 +93,24 @@ struct kernels {
       (batch::load_unaligned(x + j) * fb).store_unaligned(x + j);
   }
 
-  /// \brief sum_c x[c] y[c] over c in [0, n), any n: lane-wise partial sums, then lanes in order,
-  /// then the scalar tail in order.
+  /// \brief sum_c x[c] y[c] over c in [0, n), any n: four lane-wise partial sums (so the fma
+  /// latency overlaps) over blocks of 4 width, one more over single vectors, added in a fixed
+  /// order, then the lanes in order, then the scalar tail in order.
   static T dot(const T* x, const T* y, index_t n) noexcept {
-    batch s(T(0));
+    batch s0(T(0)), s1(T(0)), s2(T(0)), s3(T(0));
     index_t c = 0;
+    for (; c + 4 * width <= n; c += 4 * width) {
+      s0 = xsimd::fma(batch::load_unaligned(x + c), batch::load_unaligned(y + c), s0);
+      s1 = xsimd::fma(batch::load_unaligned(x + c + width), batch::load_unaligned(y + c + width),
+                      s1);
+      s2 = xsimd::fma(batch::load_unaligned(x + c + 2 * width),
+                      batch::load_unaligned(y + c + 2 * width), s2);
+      s3 = xsimd::fma(batch::load_unaligned(x + c + 3 * width),
+                      batch::load_unaligned(y + c + 3 * width), s3);
+    }
     for (; c + width <= n; c += width)
-      s = xsimd::fma(batch::load_unaligned(x + c), batch::load_unaligned(y + c), s);
-    T r = hsum(s);
+      s0 = xsimd::fma(batch::load_unaligned(x + c), batch::load_unaligned(y + c), s0);
+    T r = hsum((s0 + s1) + (s2 + s3));
     for (; c < n; ++c) r = std::fma(x[c], y[c], r);
     return r;
   }
