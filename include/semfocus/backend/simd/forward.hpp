@@ -86,17 +86,33 @@ void finish_rows(const tensor_view<T>& out, Record& rec, index_t b, index_t h, i
 }  // namespace backend::simd
 
 /// \brief SIMD forward for elementwise policies (FlashAttention-style): tasks are (batch, head,
-/// block of 48 query rows); each streams over key tiles of 64 with an online softmax, skipping
-/// tiles the policy classifies none_kept and the per-element test on all_kept tiles, so banded
-/// and block-local cost O(n k d). Scores s = fl(fl(q.k) scale), q.k one fma chain in c order.
-/// Time O(batch heads n_q n_k(d + d_v)) for dense, of the kept tiles otherwise; memory: a packed
-/// copy of K (and of V when d_v is not a multiple of the vector width) plus O(48 (64 + d_v)) per
-/// thread, from the workspace.
+/// block of 48 or 24 query rows); each streams over key tiles of 64 with an online softmax,
+/// skipping tiles the policy classifies none_kept and the per-element test on all_kept tiles, so
+/// banded and block-local cost O(n k d). Scores s = fl(fl(q.k) scale), q.k one fma chain in c
+/// order. Time O(batch heads n_q n_k(d + d_v)) for dense, of the kept tiles otherwise; memory: a
+/// packed copy of K (and of V when d_v is not a multiple of the vector width) plus O(48 (64 + d_v))
+/// per thread, from the workspace.
 template <class Policy, class T>
 requires elementwise_policy<Policy, T>
 struct forward_impl<exec::simd_t, Policy, T> {
   using K = backend::simd::kernels<T>;
-  static constexpr index_t bq = 48;  // query rows per task, a multiple of K::mr
+  static constexpr index_t bq_max = 48;  // query rows per task, a multiple of K::mr
+
+  /// \brief Rows per task: 48, or 24 when the policy skips at least 3/4 of the 48 x 64 tiles of
+  /// the first 64 row blocks of head (0, 0) (narrow windows such as banded: shorter row blocks span
+  /// fewer key tiles). Only the task partition changes, never a row's arithmetic, so results do not
+  /// depend on it.
+  static index_t rows_per_task(const Policy& p, const attention_shape& sh) noexcept {
+    constexpr index_t bk = backend::simd::forward_operands<T>::bk;
+    const head_slice hs{0, 0, sh.n_q, sh.n_k};
+    index_t none = 0, all = 0;
+    for (index_t i0 = 0; i0 < std::min(sh.n_q, 64 * bq_max); i0 += bq_max)  // a sample
+      for (index_t j0 = 0; j0 < sh.n_k; j0 += bk, ++all) {
+        const tile t{i0, std::min(sh.n_q, i0 + bq_max), j0, std::min(sh.n_k, j0 + bk)};
+        none += classify_tile(p, hs, t) == tile_kind::none_kept ? 1 : 0;
+      }
+    return 4 * none >= 3 * all ? bq_max / 2 : bq_max;
+  }
 
   static void run(const exec::simd_t& ex, const Policy& p, const tensor_view<const T>& q,
                   const tensor_view<const T>& k, const tensor_view<const T>& v,
@@ -107,6 +123,7 @@ struct forward_impl<exec::simd_t, Policy, T> {
     constexpr index_t bk = bs::forward_operands<T>::bk;
     bs::arena_layout shared, scratch;
     ops.plan(shared);
+    const index_t bq = rows_per_task(p, sh);
     const std::size_t s_off = scratch.take<T>(bq * bk), o_off = scratch.take<T>(bq * ops.dvp),
                       m_off = scratch.take<T>(bq), l_off = scratch.take<T>(bq);
     const index_t nqb = (sh.n_q + bq - 1) / bq, tasks = ops.heads() * nqb;
