@@ -22,7 +22,8 @@ namespace semfocus::backend::simd {
 /// ordered reductions of backward): the smallest unfinished task never waits, hence no deadlock.
 /// If the pool is busy (a concurrent call from another thread, or a nested call), the caller runs
 /// every task itself; results never depend on this. The first exception thrown by fn is rethrown
-/// on the caller after every task has stopped (tasks that wait on a turn must not throw).
+/// on the caller after every task has stopped; once a task has thrown, no new task starts and
+/// wait_turn stops waiting, so ordered tasks cannot hang on a task that never ran.
 class thread_pool {
  public:
   static thread_pool& instance() {
@@ -49,6 +50,7 @@ class thread_pool {
       next_.store(0, std::memory_order_relaxed);
       active_ = participants_ = want - 1;
       error_ = nullptr;
+      failed_.store(false, std::memory_order_relaxed);
       ++generation_;
     }
     cv_.notify_all();
@@ -58,6 +60,9 @@ class thread_pool {
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
+
+  /// \brief Whether a task of the running job has thrown.
+  bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
 
   ~thread_pool() {
     {
@@ -81,6 +86,7 @@ class thread_pool {
         std::lock_guard<std::mutex> lk(m_);
         if (!error_) error_ = std::current_exception();
         next_.store(n_tasks_, std::memory_order_relaxed);  // stop handing out tasks
+        failed_.store(true, std::memory_order_release);
       }
     }
   }
@@ -110,13 +116,17 @@ class thread_pool {
   int active_ = 0, participants_ = 0;
   std::uint64_t generation_ = 0;
   std::exception_ptr error_;
+  std::atomic<bool> failed_{false};
   bool stop_ = false;
 };
 
-/// \brief Waits until `turn` equals `value` (acquire): the ordered-reduction handshake.
+/// \brief Waits until `turn` equals `value` (acquire): the ordered-reduction handshake. Returns
+/// early if a task of the job has thrown (the job's results are then discarded).
 inline void wait_turn(const std::atomic<index_t>& turn, index_t value) noexcept {
-  for (int spins = 0; turn.load(std::memory_order_acquire) != value; ++spins)
+  for (int spins = 0; turn.load(std::memory_order_acquire) != value; ++spins) {
     if (spins > 64) std::this_thread::yield();
+    if (thread_pool::instance().failed()) return;
+  }
 }
 
 }  // namespace semfocus::backend::simd
