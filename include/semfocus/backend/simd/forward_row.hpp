@@ -72,7 +72,8 @@ struct forward_impl<exec::simd_t, Policy, T> {
         // The predicate over the row (a loop the compiler vectorises for the built-in
         // statistics), then the kept indices read off the mask 8 keys at a time.
         unsigned char* mrow = mask + r * nkp;
-        for (index_t j = 0; j < sh.n_k; ++j) mrow[j] = st.keep(j, row[j]) ? 1 : 0;
+        const index_t nk = sh.n_k;  // a local: mrow (unsigned char) may alias sh
+        for (index_t j = 0; j < nk; ++j) mrow[j] = st.keep(j, row[j]) ? 1 : 0;
         std::fill(mrow + sh.n_k, mrow + nkp, static_cast<unsigned char>(0));
         const std::size_t first = kept.size();
         for (index_t j0 = 0; j0 < nkp; j0 += 8) {
