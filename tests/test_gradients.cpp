@@ -22,6 +22,7 @@
 
 #include "support/custom_policy.hpp"
 #include "support/finite_diff.hpp"
+#include "support/margins.hpp"
 #include "support/oracle.hpp"
 
 using namespace semfocus;
@@ -31,7 +32,6 @@ namespace {
 
 constexpr double fd_step = 1e-6;
 constexpr double selection_margin = 1e-3;
-constexpr double unbounded = std::numeric_limits<double>::infinity();
 
 /// Distance of one row of scaled scores from the boundary of its selection (how far a score may
 /// move before the kept set changes; +inf when no move can change it).
@@ -69,17 +69,6 @@ std::optional<problem<double>> stable_problem(const attention_shape& s, double s
 
 // Row margins of the input-dependent policies.
 
-/// top_k (largest) / bottom_k: the gap between the k-th and (k+1)-th score in rank order (0 for an
-/// exact tie there); +inf when every key is kept.
-double rank_gap(std::vector<double> s, index_t k, bool largest) {
-  if (k >= static_cast<index_t>(s.size())) return unbounded;
-  if (largest)
-    std::sort(s.begin(), s.end(), std::greater<>());
-  else
-    std::sort(s.begin(), s.end());
-  return std::abs(s[std::size_t(k - 1)] - s[std::size_t(k)]);
-}
-
 /// threshold: every score other than the (unique) max at least the margin from max - tau, and the
 /// max ahead of the second score by the margin. The max itself is always kept (s >= s - tau).
 double threshold_gap(const std::vector<double>& s, double tau) {
@@ -88,25 +77,6 @@ double threshold_gap(const std::vector<double>& s, double tau) {
   double m = unbounded;
   for (auto it = s.begin(); it != s.end(); ++it)
     if (it != top) m = std::min({m, std::abs(*it - floor), *top - *it});
-  return m;
-}
-
-/// absolute_threshold: every score at least the margin from tau.
-double absolute_gap(const std::vector<double>& s, double tau) {
-  double m = unbounded;
-  for (double x : s) m = std::min(m, std::abs(x - tau));
-  return m;
-}
-
-/// user::above_mean: every score at least the margin from the row mean (a single key is always
-/// kept: it equals the mean exactly).
-double mean_gap(const std::vector<double>& s) {
-  if (s.size() <= 1) return unbounded;
-  double mean = 0;
-  for (double x : s) mean += x;
-  mean /= static_cast<double>(s.size());
-  double m = unbounded;
-  for (double x : s) m = std::min(m, std::abs(x - mean));
   return m;
 }
 

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "support/custom_policy.hpp"
+#include "support/margins.hpp"
 #include "support/oracle.hpp"
 #include "support/simd_compare.hpp"
 
@@ -39,25 +40,12 @@ using namespace semfocus::test;
 
 namespace {
 
-constexpr double unbounded = std::numeric_limits<double>::infinity();
-
 /// How far (in scaled score) every score of a Gaussian problem must stay from its row's selection
 /// boundary: float scores of the two backends differ by about 1e-6 at most.
 constexpr double selection_margin = 1e-4;
 
 // Row margins (distance of a row of exact scores from changing its kept set) of the
 // input-dependent policies.
-
-/// top_k / bottom_k: the gap between the k-th and (k+1)-th scores in rank order; +inf when every
-/// key is kept.
-double rank_gap(std::vector<double> s, index_t k, bool largest) {
-  if (k >= static_cast<index_t>(s.size())) return unbounded;
-  if (largest)
-    std::sort(s.begin(), s.end(), std::greater<>());
-  else
-    std::sort(s.begin(), s.end());
-  return std::abs(s[std::size_t(k - 1)] - s[std::size_t(k)]);
-}
 
 double row_margin(const top_k& p, const std::vector<double>& s) { return rank_gap(s, p.k, true); }
 double row_margin(const bottom_k& p, const std::vector<double>& s) {
@@ -71,20 +59,9 @@ double row_margin(const threshold& p, const std::vector<double>& s) {
   return m;
 }
 double row_margin(const absolute_threshold& p, const std::vector<double>& s) {
-  double m = unbounded;
-  for (double x : s) m = std::min(m, std::abs(x - p.tau));
-  return m;
+  return absolute_gap(s, p.tau);
 }
-/// user::above_mean: every score away from the row mean (one key always equals it: kept).
-double row_margin(const user::above_mean&, const std::vector<double>& s) {
-  if (s.size() <= 1) return unbounded;
-  double mean = 0;
-  for (double x : s) mean += x;
-  mean /= double(s.size());
-  double m = unbounded;
-  for (double x : s) m = std::min(m, std::abs(x - mean));
-  return m;
-}
+double row_margin(const user::above_mean&, const std::vector<double>& s) { return mean_gap(s); }
 
 /// The smallest row margin of `p` over every row of `pr`, from exact scores (test_scores).
 template <class Policy, class T>

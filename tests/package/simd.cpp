@@ -22,6 +22,7 @@ int main() {
   for (std::size_t x = 0; x < out_ref.size(); ++x)
     err = std::max(err, std::abs(out_ref[x] - out_simd[x]));
   const bool ok = err < 1e-5f;
-  std::printf("consumer_simd: max |simd - reference| = %g: %s\n", double(err), ok ? "ok" : "FAILED");
+  std::printf("consumer_simd: max |simd - reference| = %g: %s\n", double(err),
+              ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }

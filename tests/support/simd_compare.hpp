@@ -87,21 +87,6 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
          (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
-/// \brief Runs forward and backward of `p` on `pr` with backend `ex`, as run_reference does.
-template <class Exec, class Policy, class T>
-result<Policy, T> run_backend(const Exec& ex, const Policy& p, const problem<T>& pr,
-                              const attention_options& opt = {}) {
-  result<Policy, T> r;
-  r.out = tensor<T>(pr.shape.out());
-  r.dq = tensor<T>(pr.shape.q());
-  r.dk = tensor<T>(pr.shape.k());
-  r.dv = tensor<T>(pr.shape.v());
-  forward(ex, p, pr.q.view(), pr.k.view(), pr.v.view(), r.out.view(), r.record, opt);
-  backward(ex, p, pr.q.view(), pr.k.view(), pr.v.view(), r.out.cview(), pr.d_out.view(), r.record,
-           r.dq.view(), r.dk.view(), r.dv.view());
-  return r;
-}
-
 /// \name The comparable parts of the row statistics of the built-in and user row policies: a
 /// score value (compared in value) and an index (compared exactly).
 /// \{

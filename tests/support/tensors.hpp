@@ -75,19 +75,26 @@ struct result {
   forward_record_t<Policy, T> record;
 };
 
-/// \brief Runs forward and backward of `p` on `pr` with the reference backend.
-template <class Policy, class T>
-result<Policy, T> run_reference(const Policy& p, const problem<T>& pr,
-                                const attention_options& opt = {}) {
+/// \brief Runs forward and backward of `p` on `pr` with backend `ex` through the public API.
+template <class Exec, class Policy, class T>
+result<Policy, T> run_backend(const Exec& ex, const Policy& p, const problem<T>& pr,
+                              const attention_options& opt = {}) {
   result<Policy, T> r;
   r.out = tensor<T>(pr.shape.out());
   r.dq = tensor<T>(pr.shape.q());
   r.dk = tensor<T>(pr.shape.k());
   r.dv = tensor<T>(pr.shape.v());
-  forward(exec::reference, p, pr.q.view(), pr.k.view(), pr.v.view(), r.out.view(), r.record, opt);
-  backward(exec::reference, p, pr.q.view(), pr.k.view(), pr.v.view(), r.out.cview(),
-           pr.d_out.view(), r.record, r.dq.view(), r.dk.view(), r.dv.view());
+  forward(ex, p, pr.q.view(), pr.k.view(), pr.v.view(), r.out.view(), r.record, opt);
+  backward(ex, p, pr.q.view(), pr.k.view(), pr.v.view(), r.out.cview(), pr.d_out.view(), r.record,
+           r.dq.view(), r.dk.view(), r.dv.view());
   return r;
+}
+
+/// \brief Runs forward and backward of `p` on `pr` with the reference backend.
+template <class Policy, class T>
+result<Policy, T> run_reference(const Policy& p, const problem<T>& pr,
+                                const attention_options& opt = {}) {
+  return run_backend(exec::reference, p, pr, opt);
 }
 
 }  // namespace semfocus::test

@@ -64,6 +64,20 @@ struct forward_operands {
   }
 };
 
+/// \brief Task t of a forward over blocks of bq query rows: head bh = (b, h), rows
+/// [i0, i0 + mq), and the head's slice for the policy.
+struct row_block {
+  index_t bh, b, h, i0, mq;
+  head_slice slice;
+  row_block(const attention_shape& sh, index_t t, index_t nqb, index_t bq) noexcept
+      : bh(t / nqb),
+        b(bh / sh.heads),
+        h(bh % sh.heads),
+        i0((t % nqb) * bq),
+        mq(std::min(bq, sh.n_q - i0)),
+        slice{b, h, sh.n_q, sh.n_k} {}
+};
+
 /// \brief Writes out = acc / l and lse = m + log l for rows [i0, i0 + n) of head (b, h); rows with
 /// l = 0 (nothing kept) get zeros and lse = -inf; a NaN l gives NaN rows, as the reference.
 template <class T, class Record>
@@ -131,9 +145,9 @@ struct forward_impl<exec::simd_t, Policy, T> {
     ctx.run(ops.heads(), [&](index_t bh, int) { ops.pack(ctx.shared, k, v, bh); });
     const T sc = T(rec.scale);
     ctx.run(tasks, [&](index_t t, int slot) {
-      const index_t bh = t / nqb, b = bh / sh.heads, h = bh % sh.heads;
-      const index_t i0 = (t % nqb) * bq, mq = std::min(bq, sh.n_q - i0);
-      const head_slice hs{b, h, sh.n_q, sh.n_k};
+      const bs::row_block rb(sh, t, nqb, bq);
+      const index_t bh = rb.bh, b = rb.b, h = rb.h, i0 = rb.i0, mq = rb.mq;
+      const head_slice& hs = rb.slice;
       void* mem = ctx.scratch(slot);
       T *s = bs::at<T>(mem, s_off), *o = bs::at<T>(mem, o_off), *m = bs::at<T>(mem, m_off),
         *l = bs::at<T>(mem, l_off);

@@ -51,9 +51,9 @@ struct forward_impl<exec::simd_t, Policy, T> {
     ctx.run(ops.heads(), [&](index_t bh, int) { ops.pack(ctx.shared, k, v, bh); });
     const T sc = T(rec.scale);
     ctx.run(tasks, [&](index_t t, int slot) {
-      const index_t bh = t / nqb, b = bh / sh.heads, h = bh % sh.heads;
-      const index_t i0 = (t % nqb) * bq, mq = std::min(bq, sh.n_q - i0);
-      const head_slice hs{b, h, sh.n_q, sh.n_k};
+      const bs::row_block rb(sh, t, nqb, bq);
+      const index_t bh = rb.bh, b = rb.b, h = rb.h, i0 = rb.i0, mq = rb.mq;
+      const head_slice& hs = rb.slice;
       void* mem = ctx.scratch(slot);
       T *s = bs::at<T>(mem, s_off), *o = bs::at<T>(mem, o_off), *m = bs::at<T>(mem, m_off),
         *l = bs::at<T>(mem, l_off);
