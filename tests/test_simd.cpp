@@ -849,6 +849,50 @@ TEST_CASE_TEMPLATE("simd keeps unkept NaN scores out of every result, as the ref
   }
 }
 
+TEST_CASE_TEMPLATE("simd keeps a non-finite V row of an unkept key out of the output", T, float,
+                   double) {
+  // The reference sums p_ij V_j over kept keys only: a NaN or infinite V_j reaches exactly the
+  // rows that keep key j. The tile gemms must not spread it through 0 x NaN.
+  const attention_shape s{1, 2, 20, 30, 8, 5};
+  problem<T> pr(s, 12);
+  pr.v(0, 1, 7, 2) = std::numeric_limits<T>::quiet_NaN();
+  pr.v(0, 1, 21, 0) = std::numeric_limits<T>::infinity();
+  auto check = [&](const char* name, const auto& p) {
+    INFO(std::string(name));
+    const auto ref = run_reference(p, pr);
+    for (const int threads : {1, 2}) {
+      tensor<T> out(s.out());
+      forward(exec::simd.with_threads(threads), p, pr.q.view(), pr.k.view(), pr.v.view(),
+              out.view());
+      index_t pattern_mismatch = 0, finite_rows = 0, non_finite_rows = 0;
+      double err = 0, scale = 0;
+      for (index_t h = 0; h < s.heads; ++h)
+        for (index_t i = 0; i < s.n_q; ++i)
+          for (index_t c = 0; c < s.d_v; ++c) {
+            const T a = out(0, h, i, c), r = ref.out(0, h, i, c);
+            pattern_mismatch += std::isfinite(a) != std::isfinite(r);
+            if (std::isfinite(r)) {
+              ++finite_rows;
+              err = std::max(err, std::abs(double(a) - double(r)));
+              scale = std::max(scale, std::abs(double(r)));
+            } else {
+              ++non_finite_rows;
+            }
+          }
+      CHECK(pattern_mismatch == 0);
+      CHECK(finite_rows > 0);
+      CHECK(err <= simd_tol<T> * scale);
+      if (non_finite_rows == 0) MESSAGE("no row keeps the non-finite keys");
+    }
+  };
+  check("banded(3)", banded(3));
+  check("block_local(5)", block_local(5));
+  check("causal", causal{});
+  check("top_k(3)", top_k(3));
+  check("top_k(25): many kept, the gemm path", top_k(25));
+  check("threshold(0.5)", threshold(0.5));
+}
+
 TEST_CASE_TEMPLATE("simd propagates a NaN score that dense keeps, as the reference does", T, float,
                    double) {
   // Dense and causal keep every score whatever its value: a NaN query row makes its own output

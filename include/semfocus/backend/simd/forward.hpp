@@ -26,6 +26,7 @@ struct forward_operands {
   const attention_shape& sh;
   index_t nkb, dvp;
   bool pack_v;
+  bool finite_v = true;  // every row of V finite; else the gemm operand zeroes the others
   std::size_t kt_off = 0, vp_off = 0;
 
   explicit forward_operands(const attention_shape& s)
@@ -34,6 +35,15 @@ struct forward_operands {
   index_t heads() const noexcept { return sh.batch * sh.heads; }
   index_t kt_head() const noexcept { return nkb * bk * sh.d; }
   index_t vp_head() const noexcept { return pack_v ? sh.n_k * dvp : 0; }
+
+  /// \brief Scans V: a non-finite row must not reach rows that do not keep its key through
+  /// 0 x NaN in the P V gemm, so the gemm then reads a copy with such rows zeroed, and the keys
+  /// are added back, to the rows that keep them only, by the caller (see finite_v).
+  void scan(const tensor_view<const T>& v) noexcept {
+    for (index_t bh = 0; bh < heads() && finite_v; ++bh)
+      finite_v = K::finite_rows(v, bh / sh.heads, bh % sh.heads);
+    pack_v = pack_v || !finite_v;
+  }
 
   void plan(arena_layout& l) {
     kt_off = l.take<T>(heads() * kt_head());
@@ -49,7 +59,8 @@ struct forward_operands {
       const index_t j0 = kb * bk, n = std::min(bk, sh.n_k - j0);
       K::pack_transposed(k, b, h, j0, n, kt + kb * bk * sh.d, bk);
     }
-    if (pack_v) K::pack_rows(v, b, h, 0, sh.n_k, at<T>(shared, vp_off) + bh * vp_head(), dvp);
+    if (pack_v)
+      K::pack_rows(v, b, h, 0, sh.n_k, at<T>(shared, vp_off) + bh * vp_head(), dvp, !finite_v);
   }
 
   /// \brief Score panel of key block kb of head bh: d rows of bk columns.
@@ -136,6 +147,7 @@ struct forward_impl<exec::simd_t, Policy, T> {
     bs::forward_operands<T> ops(sh);
     constexpr index_t bk = bs::forward_operands<T>::bk;
     bs::arena_layout shared, scratch;
+    ops.scan(v);
     ops.plan(shared);
     const index_t bq = rows_per_task(p, sh);
     const std::size_t s_off = scratch.take<T>(bq * bk), o_off = scratch.take<T>(bq * ops.dvp),
@@ -172,8 +184,29 @@ struct forward_impl<exec::simd_t, Policy, T> {
         }
         K::template gemm<true>(mq, ops.dvp, nj, s, bk, 1, vb + j0 * ldv, ldv, o, ops.dvp);
       }
+      if (!ops.finite_v) add_nonfinite_values(p, rb, q, k, v, sc, o, ops.dvp, m);
       bs::finish_rows(out, rec, b, h, i0, mq, o, ops.dvp, m, l);
     });
+  }
+
+  /// \brief The keys whose V row is not finite (zeroed in the gemm operand), added to the rows of
+  /// the block that keep them: acc_r += exp(s_rj - m_r) V_j, so the row becomes non-finite as in
+  /// the reference, and rows that do not keep j stay finite. O(n_k d_v) per block plus O(rows d)
+  /// per such key; only runs when V has a non-finite row.
+  static void add_nonfinite_values(const Policy& p, const backend::simd::row_block& rb,
+                                   const tensor_view<const T>& q, const tensor_view<const T>& k,
+                                   const tensor_view<const T>& v, T sc, T* acc, index_t ld,
+                                   const T* m) noexcept {
+    for (index_t j = 0; j < k.seq(); ++j) {
+      const T* vj = v.row(rb.b, rb.h, j);
+      if (K::finite(vj, v.dim())) continue;
+      for (index_t r = 0; r < rb.mq; ++r) {
+        const index_t i = rb.i0 + r;
+        if (classify_tile(p, rb.slice, tile{i, i + 1, j, j + 1}) == tile_kind::none_kept) continue;
+        const T s = K::dot(q.row(rb.b, rb.h, i), k.row(rb.b, rb.h, j), q.dim()) * sc;
+        if (p.keep(rb.slice, i, j, s)) K::axpy(acc + r * ld, vj, v.dim(), std::exp(s - m[r]));
+      }
+    }
   }
 
   /// \brief One tile of the online softmax for a row: m' = max(m, max s), l' = l e^(m - m') +

@@ -37,6 +37,7 @@ struct forward_impl<exec::simd_t, Policy, T> {
     constexpr index_t bk = bs::forward_operands<T>::bk;
     const index_t nkp = ops.nkb * bk;  // padded row length
     bs::arena_layout shared, scratch;
+    ops.scan(v);
     ops.plan(shared);
     const std::size_t s_off = scratch.take<T>(bq * nkp), o_off = scratch.take<T>(bq * ops.dvp),
                       m_off = scratch.take<T>(bq), l_off = scratch.take<T>(bq),
@@ -93,6 +94,12 @@ struct forward_impl<exec::simd_t, Policy, T> {
           l[r] = m[r] == -detail::infinity<T>() ? T(0) : K::exp_sum(row, nkp, m[r]);
         }
         K::template gemm<false>(mq, ops.dvp, sh.n_k, s, nkp, 1, vb, ldv, o, ops.dvp);
+        if (!ops.finite_v)  // keys with a non-finite V row (zeroed in vb), to the rows keeping them
+          for (index_t j = 0; j < sh.n_k; ++j)
+            if (!K::finite(v.row(b, h, j), sh.d_v))
+              for (index_t r = 0; r < mq; ++r)
+                if (mask[r * nkp + j])
+                  K::axpy(o + r * ops.dvp, v.row(b, h, j), sh.d_v, s[r * nkp + j]);
       } else {  // sparse block: softmax over the kept list, then a gather of V's rows
         std::size_t x0 = 0;
         for (index_t r = 0; r < mq; ++r) {
@@ -107,7 +114,7 @@ struct forward_impl<exec::simd_t, Policy, T> {
             for (std::size_t x = x0; x < x1; ++x) {
               const T pj = std::exp(row[kept[x]] - mx);
               sum += pj;
-              K::axpy(acc, vb + index_t(kept[x]) * ldv, sh.d_v, pj);
+              K::axpy(acc, v.row(b, h, index_t(kept[x])), sh.d_v, pj);
             }
           m[r] = mx;
           l[r] = sum;
