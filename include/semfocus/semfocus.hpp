@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// Everything g++ can compile: core vocabulary, every built-in policy, the reference backend, and
-// the SIMD backend when SEMFOCUS_HAS_XSIMD is defined (link semfocus::simd).
+// Everything g++ can compile: core vocabulary, every built-in policy, the reference backend, the
+// SIMD backend when SEMFOCUS_HAS_XSIMD is defined (link semfocus::simd) and the bounds module when
+// SEMFOCUS_HAS_EIGEN is defined (link semfocus::bounds).
 
 #include "semfocus/config.hpp"
 #include "semfocus/version.hpp"
@@ -35,4 +36,9 @@
 // The SIMD backend when xsimd is available (semfocus::simd defines SEMFOCUS_HAS_XSIMD).
 #if defined(SEMFOCUS_HAS_XSIMD)
 #include "semfocus/backend/simd/simd.hpp"
+#endif
+
+// The bounds module when Eigen is available (semfocus::bounds defines SEMFOCUS_HAS_EIGEN).
+#if defined(SEMFOCUS_HAS_EIGEN)
+#include "semfocus/bounds/bounds.hpp"
 #endif
