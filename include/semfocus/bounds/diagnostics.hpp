@@ -132,4 +132,28 @@ inline diagnostics_summary summarize(const attention_diagnostics& d) {
   return summarize(std::span<const attention_diagnostics>(&d, 1));
 }
 
+/// \brief Summary of head (b, h) of one diagnostics object alone.
+/// \throws invalid_argument if (b, h) is outside its shape.
+inline diagnostics_summary summarize(const attention_diagnostics& d, index_t b, index_t h) {
+  semfocus::detail::require(b >= 0 && b < d.shape.batch && h >= 0 && h < d.shape.heads,
+                            "semfocus::bounds::summarize: (b, h) must be in [0, ", d.shape.batch,
+                            ") x [0, ", d.shape.heads, "), got (", b, ", ", h, ")");
+  attention_diagnostics one;
+  one.shape = d.shape;
+  one.shape.batch = one.shape.heads = 1;
+  one.scale = d.scale;
+  const auto [r0, r1] = d.rows_of(b, h);
+  const auto [c0, c1] = d.keys_of(b, h);
+  const auto rows = [&](const auto& v) {
+    return std::vector(v.begin() + std::ptrdiff_t(r0), v.begin() + std::ptrdiff_t(r1));
+  };
+  one.dispersion = rows(d.dispersion);
+  one.dispersion_all = rows(d.dispersion_all);
+  one.separation = rows(d.separation);
+  one.kept_count = rows(d.kept_count);
+  one.sink_count.assign(d.sink_count.begin() + std::ptrdiff_t(c0),
+                        d.sink_count.begin() + std::ptrdiff_t(c1));
+  return summarize(one);
+}
+
 }  // namespace semfocus::bounds

@@ -26,9 +26,11 @@ struct head_selection {
   std::vector<double> scores;
   std::vector<unsigned char> kept;
 
+  /// \brief The n_k scores of row i.
   std::span<const double> score_row(index_t i) const {
     return {scores.data() + std::size_t(i * slice.n_k), std::size_t(slice.n_k)};
   }
+  /// \brief The n_k kept flags of row i.
   std::span<const unsigned char> kept_row(index_t i) const {
     return {kept.data() + std::size_t(i * slice.n_k), std::size_t(slice.n_k)};
   }
