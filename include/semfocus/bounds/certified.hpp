@@ -147,14 +147,8 @@ requires attention_policy<Policy, double> lipschitz_bound certified_lipschitz(
     const Policy& p, tensor_view<const double> q, tensor_view<const double> k,
     tensor_view<const double> v, wrt args, double radius, const attention_options& options = {}) {
   constexpr const char* fn = "semfocus::bounds::certified_lipschitz";
-  const attention_shape s = semfocus::detail::check_inputs(fn, q, k, v);
-  detail::require_finite(fn, "q", q);
-  detail::require_finite(fn, "k", k);
-  detail::require_finite(fn, "v", v);
-  semfocus::detail::require(unsigned(args) != 0 && unsigned(args) <= 7, fn,
-                            ": args must be a non-empty subset of wrt::qkv, got ", unsigned(args));
+  const attention_shape s = detail::check_point(fn, p, q, k, v, args);
   semfocus::detail::require(radius >= 0, fn, ": radius must be >= 0, got ", radius);
-  validate_policy(p, s);
   const double scale = semfocus::detail::resolve_scale(fn, options, s.d);
   const std::array<double, 3> g = {contains(args, wrt::q) ? 1.0 : 0.0,
                                    contains(args, wrt::k) ? 1.0 : 0.0,

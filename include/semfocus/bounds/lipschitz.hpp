@@ -49,6 +49,22 @@ void require_finite(const char* fn, const char* name, const tensor_view<const T>
                                     ", ", i, ", ", c, ")");
 }
 
+/// \brief The checks of every Lipschitz entry point: shapes (as forward), finite Q, K, V, a
+/// non-empty argument set and a policy that accepts the shape. Returns the shape.
+template <class Policy>
+attention_shape check_point(const char* fn, const Policy& p, const tensor_view<const double>& q,
+                            const tensor_view<const double>& k, const tensor_view<const double>& v,
+                            wrt args) {
+  const attention_shape s = semfocus::detail::check_inputs(fn, q, k, v);
+  require_finite(fn, "q", q);
+  require_finite(fn, "k", k);
+  require_finite(fn, "v", v);
+  semfocus::detail::require(unsigned(args) != 0 && unsigned(args) <= 7, fn,
+                            ": args must be a non-empty subset of wrt::qkv, got ", unsigned(args));
+  validate_policy(p, s);
+  return s;
+}
+
 /// \brief P_i over the kept set of row i (0 off it; all 0 for an empty row), lse in double as
 /// the reference forward computes it.
 inline void row_probabilities(std::span<const double> s, std::span<const unsigned char> kept,
@@ -166,13 +182,7 @@ local_lipschitz(const Policy& p, tensor_view<const double> q, tensor_view<const 
                 tensor_view<const double> v, wrt args = wrt::qkv,
                 const attention_options& options = {}, const power_settings& settings = {}) {
   constexpr const char* fn = "semfocus::bounds::local_lipschitz";
-  const attention_shape s = semfocus::detail::check_inputs(fn, q, k, v);
-  detail::require_finite(fn, "q", q);
-  detail::require_finite(fn, "k", k);
-  detail::require_finite(fn, "v", v);
-  semfocus::detail::require(unsigned(args) != 0 && unsigned(args) <= 7, fn,
-                            ": args must be a non-empty subset of wrt::qkv, got ", unsigned(args));
-  validate_policy(p, s);
+  const attention_shape s = detail::check_point(fn, p, q, k, v, args);
   const std::array<tensor_shape, 3> shapes = {s.q(), s.k(), s.v()};
   const std::array<wrt, 3> names = {wrt::q, wrt::k, wrt::v};
   std::array<std::vector<double>, 3> tangent, grad;
