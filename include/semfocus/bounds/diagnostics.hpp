@@ -18,7 +18,7 @@ namespace semfocus::bounds {
 /// \brief Diagnostics of one attention call. Rows are indexed r = (b heads + h) n_q + i (as the
 /// forward record), keys c = (b heads + h) n_k + j.
 struct attention_diagnostics {
-  attention_shape shape{};
+  attention_shape shape{};  // of Q and K; d_v is set to d (V plays no part)
   double scale = 0;
   /// delta_i: max - min of the finite kept scores of row i (0 when it keeps fewer than 2).
   std::vector<double> dispersion;
