@@ -45,7 +45,8 @@ struct lipschitz_bound {
   double radius = 0;
   /// Radius within which no kept set can change: +inf for input-agnostic policies or for
   /// perturbations of V alone, finite (possibly 0) for top-k, threshold and other input-dependent
-  /// policies, which are therefore never reported as globally Lipschitz.
+  /// policies whenever some key is unkept, which are therefore never reported as globally
+  /// Lipschitz in Q or K.
   double selection_radius = 0;
   /// True when `value` holds for every perturbation of the arguments (radius +inf).
   bool global = false;
@@ -55,6 +56,10 @@ struct lipschitz_bound {
 };
 
 namespace detail {
+
+/// \brief a b, except that a quantity that is exactly 0 stays 0 against an infinite one (a zero
+/// query that is not perturbed has no influence however far the values move).
+inline double product(double a, double b) { return a == 0 || b == 0 ? 0.0 : a * b; }
 
 /// \brief What the closed-form bounds need from one head at the point.
 struct head_geometry {
@@ -76,11 +81,11 @@ struct head_geometry {
       bool any = false;
       for (index_t j = 0; j < nk; ++j)
         if (kept[std::size_t(j)]) {
-          col[std::size_t(j)] += rvi * rvi * qi * qi;
+          col[std::size_t(j)] += product(rvi * rvi, qi * qi);
           ++beta[std::size_t(j)];
           any = true;
         }
-      if (any) lq = std::max(lq, rki * rvi);
+      if (any) lq = std::max(lq, product(rki, rvi));
     }
     const double ck = nk ? *std::max_element(col.begin(), col.end()) : 0.0;
     const index_t bmax = nk ? *std::max_element(beta.begin(), beta.end()) : 0;
@@ -138,8 +143,10 @@ double selection_radius(const Policy& p, tensor_view<const double> q, tensor_vie
 /// \brief Certified upper bound of the Lipschitz constant of F with respect to `args` on the
 /// open ball of radius min(radius, selection radius) about (Q, K, V), by the closed forms above:
 /// per head sqrt(sum over args of L_x^2), the largest over heads and batches (they are
-/// independent blocks). With respect to V alone, and with respect to Q alone for a fixed mask,
-/// the bound does not depend on the radius and is global for input-agnostic policies. Always
+/// independent blocks). With respect to a single argument (V, Q or K alone) the bound does not
+/// depend on the radius, so it is global (`global` true, `radius` +inf) whenever the selection
+/// radius is infinite: for any policy with respect to V, and for input-agnostic policies (or a
+/// top-k that keeps every key) with respect to Q or K. Always
 /// >= local_lipschitz at the point. Time O(batch heads n_q n_k (d + d_v)).
 /// \throws invalid_argument as local_lipschitz, or when radius is negative or NaN.
 template <class Policy>
@@ -170,7 +177,7 @@ requires attention_policy<Policy, double> lipschitz_bound certified_lipschitz(
     double sq = 0;
     for (std::size_t x = 0; x < 3; ++x)
       if (g[x] > 0) sq += t[x] * t[x];
-    if (std::sqrt(sq) >= out.value) {
+    if (!(std::sqrt(sq) < out.value)) {  // NaN would propagate, never be skipped
       out.value = std::sqrt(sq);
       for (std::size_t x = 0; x < 3; ++x) out.terms[x] = g[x] > 0 ? t[x] : 0.0;
     }

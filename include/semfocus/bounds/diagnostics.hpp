@@ -142,8 +142,8 @@ inline diagnostics_summary summarize(const attention_diagnostics& d, index_t b, 
   one.shape = d.shape;
   one.shape.batch = one.shape.heads = 1;
   one.scale = d.scale;
-  const auto [r0, r1] = d.rows_of(b, h);
-  const auto [c0, c1] = d.keys_of(b, h);
+  const std::pair<std::size_t, std::size_t> rr = d.rows_of(b, h), cc = d.keys_of(b, h);
+  const std::size_t r0 = rr.first, r1 = rr.second, c0 = cc.first, c1 = cc.second;
   const auto rows = [&](const auto& v) {
     return std::vector(v.begin() + std::ptrdiff_t(r0), v.begin() + std::ptrdiff_t(r1));
   };

@@ -159,7 +159,7 @@ requires attention_policy<Policy, double> lipschitz_bound certified_lipschitz_in
     std::array<double, 3> scaled{};
     double lh = 0;
     for (std::size_t a = 0; a < 3; ++a) {
-      scaled[a] = gains[h][a] > 0 ? gains[h][a] * t[a] : 0.0;
+      scaled[a] = detail::product(gains[h][a], t[a]);
       lh += scaled[a];
     }
     sum += lh * lh;

@@ -22,7 +22,10 @@ struct power_settings {
 };
 
 /// \brief Result of a power iteration: sigma = ||A v|| for the final unit v, a lower bound of
-/// ||A||_2 that converges to it (linearly, at rate (sigma_2 / sigma_1)^2).
+/// ||A||_2 that converges to it (linearly, at rate (sigma_2 / sigma_1)^2). When the two largest
+/// singular values nearly tie, convergence is slow: the value stays a lower bound but may be
+/// further than the tolerance from sigma_1 (measured: 1.6e-6 relative after 2000 iterations for
+/// sigma_1 = 0.663939, sigma_2 = 0.663301); raise max_iterations for more.
 struct power_result {
   double value = 0;
   int iterations = 0;
