@@ -1,0 +1,384 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "semfocus/nn/init.hpp"
+#include "semfocus/nn/tensor.hpp"
+
+// The layers of the paper's model. Each layer's forward caches what its backward needs (so one
+// forward must precede each backward, and a layer object serves one use in a network); backward
+// returns dL/d(input) and accumulates (+=) dL/d(parameter) into the parameters' `grad`.
+// Activations are [rows, width] matrices (see tensor.hpp); all costs are per call.
+namespace semfocus::nn {
+
+/// \brief Affine map y = x W^T + b, W [out, in], b [1, out] (PyTorch's nn.Linear).
+template <class T>
+class linear {
+ public:
+  parameter<T> weight;  ///< [out, in]
+  parameter<T> bias;    ///< [1, out]
+
+  linear() = default;
+  /// \brief Zero-initialised parameters named prefix + ".weight" / ".bias" (see init.hpp).
+  /// \throws invalid_argument if in < 1 or out < 1.
+  linear(index_t in, index_t out, const std::string& prefix)
+      : weight(prefix + ".weight", out, in), bias(prefix + ".bias", 1, out) {
+    semfocus::detail::require(in >= 1 && out >= 1,
+                              "semfocus::nn::linear: in and out must be >= 1, got ", in, " and ",
+                              out);
+  }
+
+  /// \brief in (the weight's columns) and out (its rows).
+  index_t in_features() const noexcept { return weight.value.cols(); }
+  index_t out_features() const noexcept { return weight.value.rows(); }
+
+  /// \brief y = x W^T + b for x [m, in] -> [m, out]; caches x. O(m in out).
+  /// \throws invalid_argument if x does not have `in` columns.
+  matrix<T> forward(const matrix<T>& x) {
+    detail::require_shape("semfocus::nn::linear::forward", "x", x, -1, in_features());
+    x_ = x;
+    matrix<T> y(x.rows(), out_features());
+    y.noalias() = x * weight.value.transpose();
+    y.rowwise() += bias.value.row(0);
+    return y;
+  }
+
+  /// \brief Given dy [m, out]: W.grad += dy^T x, b.grad += column sums of dy; returns
+  /// dx = dy W [m, in]. O(m in out). \throws invalid_argument if dy does not match the last
+  /// forward's output.
+  matrix<T> backward(const matrix<T>& dy) {
+    detail::require_shape("semfocus::nn::linear::backward", "dy", dy, x_.rows(), out_features());
+    weight.grad.noalias() += dy.transpose() * x_;
+    bias.grad += dy.colwise().sum();
+    matrix<T> dx(dy.rows(), in_features());
+    dx.noalias() = dy * weight.value;
+    return dx;
+  }
+
+  /// \brief Appends &weight, &bias.
+  void append_parameters(parameter_list<T>& list) {
+    list.push_back(&weight);
+    list.push_back(&bias);
+  }
+
+  /// \brief PyTorch's default initialisation (init_linear_default).
+  void reset_parameters(rng& gen) { init_linear_default(weight, bias, gen); }
+
+ private:
+  matrix<T> x_;
+};
+
+/// \brief LayerNorm over each row without affine parameters: y = (x - mean) / sqrt(var + eps)
+/// with the biased variance var = mean((x - mean)^2), as torch.nn.LayerNorm(elementwise_affine
+/// = False). With eps = 0 the output rows have norm exactly sqrt(width) (up to rounding).
+///
+/// Constant rows: the centred row is taken as exactly 0, so y = 0. With eps > 0 the derivative is
+/// the usual one (dx = (dy - mean(dy)) / sqrt(eps)); with eps = 0 (var + eps = 0, where the map
+/// is not differentiable) the output is 0 and the gradient is defined as 0 -- never NaN (also
+/// for a row whose variance underflows to 0).
+template <class T>
+class layer_norm {
+ public:
+  /// \throws invalid_argument if eps < 0 or is not finite.
+  explicit layer_norm(double eps = 1e-5) : eps_(eps) {
+    semfocus::detail::require(std::isfinite(eps) && eps >= 0,
+                              "semfocus::nn::layer_norm: eps must be finite and >= 0, got ", eps);
+  }
+
+  /// \brief The eps added to the variance.
+  double eps() const noexcept { return eps_; }
+
+  /// \brief Normalises each row of x [m, w] -> [m, w]; caches y and 1/sqrt(var + eps). O(m w).
+  /// \throws invalid_argument if x has no columns.
+  matrix<T> forward(const matrix<T>& x) {
+    semfocus::detail::require(x.cols() >= 1,
+                              "semfocus::nn::layer_norm::forward: x must have >= 1 column");
+    const index_t w = x.cols();
+    y_.resize(x.rows(), w);
+    rstd_.resize(x.rows());
+    for (index_t r = 0; r < x.rows(); ++r) {
+      const auto row = x.row(r);
+      if (row.maxCoeff() == row.minCoeff()) {  // constant: centred row exactly 0
+        y_.row(r).setZero();
+        rstd_[r] = eps_ > 0 ? static_cast<T>(1.0 / std::sqrt(eps_)) : T(0);
+        continue;
+      }
+      const T mean = row.sum() / static_cast<T>(w);
+      const auto centred = (row.array() - mean).matrix();
+      const T var = centred.squaredNorm() / static_cast<T>(w);
+      if (!(var + static_cast<T>(eps_) > 0)) {  // variance underflowed to 0 with eps = 0
+        y_.row(r).setZero();
+        rstd_[r] = T(0);
+        continue;
+      }
+      const T rstd = T(1) / std::sqrt(var + static_cast<T>(eps_));
+      rstd_[r] = rstd;
+      y_.row(r) = centred * rstd;
+    }
+    return y_;
+  }
+
+  /// \brief dx = rstd (dy - mean(dy) - y mean(dy * y)) per row (rstd = 1/sqrt(var + eps), 0 for a
+  /// constant row when eps = 0). O(m w). \throws invalid_argument if dy does not match.
+  matrix<T> backward(const matrix<T>& dy) const {
+    detail::require_shape("semfocus::nn::layer_norm::backward", "dy", dy, y_.rows(), y_.cols());
+    const T inv_w = T(1) / static_cast<T>(dy.cols());
+    matrix<T> dx(dy.rows(), dy.cols());
+    for (index_t r = 0; r < dy.rows(); ++r) {
+      const T mean_dy = dy.row(r).sum() * inv_w;
+      const T mean_dyy = dy.row(r).dot(y_.row(r)) * inv_w;
+      dx.row(r) =
+          rstd_[r] * ((dy.row(r).array() - mean_dy) - y_.row(r).array() * mean_dyy).matrix();
+    }
+    return dx;
+  }
+
+ private:
+  double eps_;
+  matrix<T> y_;
+  Eigen::Matrix<T, Eigen::Dynamic, 1> rstd_;
+};
+
+/// \brief The MLP nonlinearities of the paper.
+enum class activation { relu, gelu, mish };
+
+/// \brief Name of an activation ("relu", "gelu", "mish").
+inline const char* to_string(activation a) noexcept {
+  switch (a) {
+    case activation::relu:
+      return "relu";
+    case activation::gelu:
+      return "gelu";
+    case activation::mish:
+      return "mish";
+  }
+  return "?";
+}
+
+namespace detail {
+template <class T>
+T softplus(T x) noexcept {  // log(1 + e^x) without overflow
+  return std::max(x, T(0)) + std::log1p(std::exp(-std::abs(x)));
+}
+template <class T>
+T sigmoid(T x) noexcept {
+  if (x >= 0) return T(1) / (T(1) + std::exp(-x));
+  const T e = std::exp(x);
+  return e / (T(1) + e);
+}
+}  // namespace detail
+
+/// \brief f(x): relu = max(x, 0); gelu = x Phi(x) = x (1 + erf(x / sqrt 2)) / 2 (exact, as
+/// torch's default); mish = x tanh(softplus(x)).
+template <class T>
+T activate(activation a, T x) noexcept {
+  switch (a) {
+    case activation::relu:
+      return x > 0 ? x : T(0);
+    case activation::gelu:
+      return T(0.5) * x * (T(1) + std::erf(x * (T(1) / std::numbers::sqrt2_v<T>)));
+    case activation::mish:
+      return x * std::tanh(detail::softplus(x));
+  }
+  return x;
+}
+
+/// \brief f'(x): relu = [x > 0] (0 at 0, as PyTorch); gelu = Phi(x) + x phi(x);
+/// mish = tanh(sp) + x (1 - tanh(sp)^2) sigmoid(x) with sp = softplus(x).
+template <class T>
+T activate_derivative(activation a, T x) noexcept {
+  switch (a) {
+    case activation::relu:
+      return x > 0 ? T(1) : T(0);
+    case activation::gelu: {
+      const T cdf = T(0.5) * (T(1) + std::erf(x * (T(1) / std::numbers::sqrt2_v<T>)));
+      const T pdf = std::exp(T(-0.5) * x * x) * std::numbers::inv_sqrtpi_v<T> *
+                    (T(1) / std::numbers::sqrt2_v<T>);
+      return cdf + x * pdf;
+    }
+    case activation::mish: {
+      const T t = std::tanh(detail::softplus(x));
+      return t + x * (T(1) - t * t) * detail::sigmoid(x);
+    }
+  }
+  return T(1);
+}
+
+/// \brief Elementwise activation layer; caches its input.
+template <class T>
+class activation_layer {
+ public:
+  /// \brief A layer applying `a`.
+  explicit activation_layer(activation a = activation::relu) : kind_(a) {}
+  /// \brief The activation it applies.
+  activation kind() const noexcept { return kind_; }
+
+  /// \brief y = f(x) elementwise; O(size).
+  matrix<T> forward(const matrix<T>& x) {
+    x_ = x;
+    return x.unaryExpr([a = kind_](T v) { return activate(a, v); });
+  }
+
+  /// \brief dx = dy * f'(x) elementwise; O(size). \throws invalid_argument if dy does not match.
+  matrix<T> backward(const matrix<T>& dy) const {
+    detail::require_shape("semfocus::nn::activation_layer::backward", "dy", dy, x_.rows(),
+                          x_.cols());
+    return dy.cwiseProduct(x_.unaryExpr([a = kind_](T v) { return activate_derivative(a, v); }));
+  }
+
+ private:
+  activation kind_;
+  matrix<T> x_;
+};
+
+/// \brief Token embedding scaled by sqrt(d) plus sinusoidal positions (Vaswani et al. 2017):
+/// y[b n + i] = sqrt(d) E[token(b, i)] + PE[i] with PE[i, 2c] = sin(i w_c),
+/// PE[i, 2c + 1] = cos(i w_c), w_c = 10000^(-2c / d) (computed in double).
+template <class T>
+class embedding {
+ public:
+  parameter<T> weight;  ///< [vocab, d]
+
+  embedding() = default;
+  /// \brief Zero weights named prefix + ".weight". \throws invalid_argument if vocab or d < 1.
+  embedding(index_t vocab, index_t d, const std::string& prefix)
+      : weight(prefix + ".weight", vocab, d) {
+    semfocus::detail::require(vocab >= 1 && d >= 1,
+                              "semfocus::nn::embedding: vocab and d must be >= 1, got ", vocab,
+                              " and ", d);
+  }
+
+  /// \brief The vocabulary size and the width d.
+  index_t vocab() const noexcept { return weight.value.rows(); }
+  index_t dim() const noexcept { return weight.value.cols(); }
+
+  /// \brief The sinusoidal position table [n, d]; O(n d).
+  static matrix<T> positions(index_t n, index_t d) {
+    matrix<T> pe(n, d);
+    for (index_t i = 0; i < n; ++i)
+      for (index_t c = 0; c < d; ++c) {
+        const double w =
+            std::pow(10000.0, -static_cast<double>(c - c % 2) / static_cast<double>(d));
+        const double a = static_cast<double>(i) * w;
+        pe(i, c) = static_cast<T>(c % 2 == 0 ? std::sin(a) : std::cos(a));
+      }
+    return pe;
+  }
+
+  /// \brief tokens: batch * n ids, sequence b at [b n, (b + 1) n) -> [batch n, d]; O(batch n d).
+  /// \throws invalid_argument if tokens.size() != batch n or an id is outside [0, vocab).
+  matrix<T> forward(std::span<const int> tokens, index_t batch, index_t n) {
+    constexpr const char* fn = "semfocus::nn::embedding::forward";
+    semfocus::detail::require(
+        batch >= 1 && n >= 1 && static_cast<index_t>(tokens.size()) == batch * n, fn,
+        ": need batch, n >= 1 and batch * n = ", batch * n, " tokens, got ", tokens.size());
+    if (pe_.rows() != n || pe_.cols() != dim()) pe_ = positions(n, dim());
+    tokens_.assign(tokens.begin(), tokens.end());
+    const T scale = static_cast<T>(std::sqrt(static_cast<double>(dim())));
+    matrix<T> y(batch * n, dim());
+    for (index_t r = 0; r < batch * n; ++r) {
+      const int t = tokens_[static_cast<std::size_t>(r)];
+      semfocus::detail::require(t >= 0 && t < vocab(), fn, ": token ", t, " at ", r,
+                                " outside [0, ", vocab(), ")");
+      y.row(r) = scale * weight.value.row(t) + pe_.row(r % n);
+    }
+    return y;
+  }
+
+  /// \brief weight.grad[token] += sqrt(d) dy[row] for every row; O(batch n d). \throws
+  /// invalid_argument if dy does not match the last forward.
+  void backward(const matrix<T>& dy) {
+    detail::require_shape("semfocus::nn::embedding::backward", "dy", dy,
+                          static_cast<index_t>(tokens_.size()), dim());
+    const T scale = static_cast<T>(std::sqrt(static_cast<double>(dim())));
+    for (index_t r = 0; r < dy.rows(); ++r)
+      weight.grad.row(tokens_[static_cast<std::size_t>(r)]) += scale * dy.row(r);
+  }
+
+  /// \brief Appends &weight.
+  void append_parameters(parameter_list<T>& list) { list.push_back(&weight); }
+
+ private:
+  std::vector<int> tokens_;
+  matrix<T> pe_;
+};
+
+/// \brief Mean over the n positions of each sequence: [batch n, w] -> [batch, w].
+template <class T>
+class mean_pool {
+ public:
+  /// \brief y[b] = (1/n) sum_i x[b n + i]; O(batch n w). \throws invalid_argument unless
+  /// batch >= 1 divides x.rows().
+  matrix<T> forward(const matrix<T>& x, index_t batch) {
+    semfocus::detail::require(batch >= 1 && x.rows() >= batch && x.rows() % batch == 0,
+                              "semfocus::nn::mean_pool::forward: batch = ", batch,
+                              " must divide the ", x.rows(), " rows of x");
+    n_ = x.rows() / batch;
+    batch_ = batch;
+    matrix<T> y(batch, x.cols());
+    for (index_t b = 0; b < batch; ++b)
+      y.row(b) = x.middleRows(b * n_, n_).colwise().sum() / static_cast<T>(n_);
+    return y;
+  }
+
+  /// \brief dx[b n + i] = dy[b] / n; O(batch n w). \throws invalid_argument unless dy has the
+  /// last forward's batch rows.
+  matrix<T> backward(const matrix<T>& dy) const {
+    semfocus::detail::require(n_ >= 1 && dy.rows() == batch_,
+                              "semfocus::nn::mean_pool::backward: dy must have the ", batch_,
+                              " rows of the last forward's output, got ", dy.rows());
+    matrix<T> dx(dy.rows() * n_, dy.cols());
+    for (index_t b = 0; b < dy.rows(); ++b)
+      dx.middleRows(b * n_, n_).rowwise() = dy.row(b) / static_cast<T>(n_);
+    return dx;
+  }
+
+ private:
+  index_t n_ = 0, batch_ = 0;
+};
+
+/// \brief A loss and its gradient with respect to the logits.
+template <class T>
+struct loss_result {
+  T loss{};
+  matrix<T> dlogits;
+};
+
+/// \brief Cross-entropy of logits [batch, classes] against labels in [0, classes), averaged over
+/// the batch: L = (1/B) sum_b (logsumexp(z_b) - z_b[y_b]), with the log-sum-exp shifted by the row
+/// maximum; dL/dz_b = (softmax(z_b) - onehot(y_b)) / B. The row reductions run in double.
+/// O(batch classes). \throws invalid_argument if labels.size() != batch or a label is out of range.
+template <class T>
+loss_result<T> cross_entropy(const matrix<T>& logits, std::span<const int> labels) {
+  constexpr const char* fn = "semfocus::nn::cross_entropy";
+  const index_t batch = logits.rows(), classes = logits.cols();
+  semfocus::detail::require(
+      batch >= 1 && classes >= 1 && static_cast<index_t>(labels.size()) == batch, fn,
+      ": need one label per logits row (", batch, "), got ", labels.size());
+  loss_result<T> r{T(0), matrix<T>(batch, classes)};
+  double total = 0;
+  for (index_t b = 0; b < batch; ++b) {
+    const int y = labels[static_cast<std::size_t>(b)];
+    semfocus::detail::require(y >= 0 && y < classes, fn, ": label ", y, " of row ", b,
+                              " outside [0, ", classes, ")");
+    const double m = static_cast<double>(logits.row(b).maxCoeff());
+    double sum = 0;
+    for (index_t c = 0; c < classes; ++c) sum += std::exp(static_cast<double>(logits(b, c)) - m);
+    const double lse = m + std::log(sum);
+    total += lse - static_cast<double>(logits(b, y));
+    for (index_t c = 0; c < classes; ++c) {
+      const double p = std::exp(static_cast<double>(logits(b, c)) - lse);
+      r.dlogits(b, c) = static_cast<T>((p - (c == y ? 1.0 : 0.0)) / static_cast<double>(batch));
+    }
+  }
+  r.loss = static_cast<T>(total / static_cast<double>(batch));
+  return r;
+}
+
+}  // namespace semfocus::nn

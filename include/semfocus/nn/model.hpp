@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "semfocus/nn/attention.hpp"
+#include "semfocus/nn/init.hpp"
+#include "semfocus/nn/layers.hpp"
+#include "semfocus/nn/tensor.hpp"
+
+// The paper's model (PAPER.md, "Experiments"): a pre-LayerNorm encoder classifier
+//   x_0 = sqrt(d) E[tokens] + PE
+//   h_l = x_l + MHA_l(LN(x_l)),  x_{l+1} = h_l + MLP_l(LN(h_l))      (l = 0 .. blocks - 1)
+//   logits = mean_i(x_blocks[i]) Wc^T + bc
+// with LayerNorm without affine parameters (eps = ln_eps, except first_ln_eps for block 0's
+// attention LayerNorm), MLP(x) = Linear(d_mlp, d)(act(Linear(d, d_mlp)(x))), no final LayerNorm,
+// and cross-entropy on the logits.
+namespace semfocus::nn {
+
+/// \brief Sizes and options of encoder_classifier.
+struct model_config {
+  index_t vocab = 2;    ///< token ids in [0, vocab)
+  index_t classes = 2;  ///< labels in [0, classes)
+  index_t blocks = 1;
+  index_t d = 64;  ///< model width, and the width of every head
+  index_t heads = 1;
+  index_t d_mlp = 64;  ///< hidden width of the MLPs
+  nn::activation activation = nn::activation::relu;
+  double ln_eps = 1e-5;       ///< eps of every LayerNorm but the first
+  double first_ln_eps = 0.0;  ///< eps of block 0's attention LayerNorm
+  std::uint64_t seed = 0;     ///< initialisation seed (rng)
+
+  /// \throws invalid_argument unless every size is >= 1 and both eps are finite and >= 0.
+  void validate() const {
+    semfocus::detail::require(
+        vocab >= 1 && classes >= 1 && blocks >= 1 && d >= 1 && heads >= 1 && d_mlp >= 1,
+        "semfocus::nn::model_config: vocab, classes, blocks, d, heads and d_mlp "
+        "must be >= 1, got ",
+        vocab, ", ", classes, ", ", blocks, ", ", d, ", ", heads, ", ", d_mlp);
+    semfocus::detail::require(
+        std::isfinite(ln_eps) && ln_eps >= 0 && std::isfinite(first_ln_eps) && first_ln_eps >= 0,
+        "semfocus::nn::model_config: ln_eps and first_ln_eps must be finite and >= 0, got ", ln_eps,
+        " and ", first_ln_eps);
+  }
+};
+
+/// \brief A batch of equal-length token sequences, flattened: sequence b is ids[b n, (b + 1) n).
+struct token_batch {
+  std::vector<int> ids;
+  index_t batch = 0;
+  index_t n = 0;
+
+  /// \brief Flattens tokens[batch][n]. \throws invalid_argument if empty or ragged.
+  static token_batch from(const std::vector<std::vector<int>>& tokens) {
+    semfocus::detail::require(!tokens.empty() && !tokens.front().empty(),
+                              "semfocus::nn::token_batch: need at least one non-empty sequence");
+    token_batch t;
+    t.batch = static_cast<index_t>(tokens.size());
+    t.n = static_cast<index_t>(tokens.front().size());
+    t.ids.reserve(tokens.size() * tokens.front().size());
+    for (const auto& s : tokens) {
+      semfocus::detail::require(static_cast<index_t>(s.size()) == t.n,
+                                "semfocus::nn::token_batch: every sequence must have length ", t.n,
+                                ", got ", s.size());
+      t.ids.insert(t.ids.end(), s.begin(), s.end());
+    }
+    return t;
+  }
+};
+
+/// \brief MLP(x) = Linear(d_mlp, d)(act(Linear(d, d_mlp)(x))); [m, d] -> [m, d].
+template <class T>
+class mlp {
+ public:
+  linear<T> fc1;  ///< [d_mlp, d]
+  linear<T> fc2;  ///< [d, d_mlp]
+  activation_layer<T> act;
+
+  /// \brief Zero-initialised layers named prefix + ".fc1" / ".fc2".
+  /// \throws invalid_argument if d or d_mlp < 1.
+  mlp(index_t d, index_t d_mlp, activation a, const std::string& prefix)
+      : fc1(d, d_mlp, prefix + ".fc1"), fc2(d_mlp, d, prefix + ".fc2"), act(a) {}
+
+  /// \brief O(m d d_mlp).
+  matrix<T> forward(const matrix<T>& x) { return fc2.forward(act.forward(fc1.forward(x))); }
+  /// \brief dx from dy; accumulates fc1's and fc2's gradients. O(m d d_mlp).
+  matrix<T> backward(const matrix<T>& dy) { return fc1.backward(act.backward(fc2.backward(dy))); }
+  /// \brief Appends fc1's then fc2's parameters.
+  void append_parameters(parameter_list<T>& list) {
+    fc1.append_parameters(list);
+    fc2.append_parameters(list);
+  }
+  /// \brief PyTorch defaults, fc1 then fc2.
+  void reset_parameters(rng& gen) {
+    fc1.reset_parameters(gen);
+    fc2.reset_parameters(gen);
+  }
+};
+
+/// \brief Pre-LN residual block: h = x + MHA(LN_attn(x)); y = h + MLP(LN_mlp(h)).
+template <class Policy, class Exec = exec::reference_t, class T = float>
+class encoder_block {
+ public:
+  layer_norm<T> ln_attn;
+  multi_head_attention<Policy, Exec, T> attn;
+  layer_norm<T> ln_mlp;
+  nn::mlp<T> mlp;
+
+  /// \brief Block of width c.d with c.heads heads and hidden width c.d_mlp; zero parameters
+  /// named prefix + ".attn.*" / ".mlp.*". \throws invalid_argument on bad sizes or eps.
+  encoder_block(const model_config& c, double attn_ln_eps, const Policy& policy, const Exec& exec,
+                const std::string& prefix)
+      : ln_attn(attn_ln_eps),
+        attn(c.d, c.heads, policy, exec, prefix + ".attn"),
+        ln_mlp(c.ln_eps),
+        mlp(c.d, c.d_mlp, c.activation, prefix + ".mlp") {}
+
+  /// \brief x [batch n, d] -> y [batch n, d]; caches for backward. \throws as
+  /// multi_head_attention::forward.
+  matrix<T> forward(const matrix<T>& x, index_t batch) {
+    matrix<T> h = x + attn.forward(ln_attn.forward(x), batch);
+    return h + mlp.forward(ln_mlp.forward(h));
+  }
+  /// \brief dx from dy (chain rule through both residual branches):
+  /// dh = dy + LN_mlp'(MLP'(dy)), dx = dh + LN_attn'(MHA'(dh)); accumulates the gradients.
+  matrix<T> backward(const matrix<T>& dy) {
+    const matrix<T> dh = dy + ln_mlp.backward(mlp.backward(dy));
+    return dh + ln_attn.backward(attn.backward(dh));
+  }
+  /// \brief Appends the attention's then the MLP's parameters.
+  void append_parameters(parameter_list<T>& list) {
+    attn.append_parameters(list);
+    mlp.append_parameters(list);
+  }
+  /// \brief PyTorch defaults: attention (wq, wk, wv, wo) then MLP (fc1, fc2).
+  void reset_parameters(rng& gen) {
+    attn.reset_parameters(gen);
+    mlp.reset_parameters(gen);
+  }
+};
+
+/// \brief The paper's encoder classifier (see the file comment) with attention `Policy` on
+/// backend `Exec`, scalar T.
+///
+/// Initialisation from config.seed (rng, in this order): embedding U(-0.1, 0.1); per block wq,
+/// wk, wv, wo, fc1, fc2 with PyTorch's Linear default U(+-1/sqrt(in)); classifier weight
+/// U(-0.1, 0.1), bias 0. Parameters in parameters() follow the same order. Cost of forward:
+/// blocks x (attention + O(batch n d (heads d + d_mlp))); backward about twice that.
+/// Deterministic: a seed, the inputs and the backend's thread count fix every bit.
+template <class Policy, class Exec = exec::reference_t, class T = float>
+class encoder_classifier {
+ public:
+  using block_type = encoder_block<Policy, Exec, T>;
+
+  embedding<T> embed;
+  std::vector<block_type> blocks;
+  mean_pool<T> pool;
+  linear<T> classifier;  ///< [classes, d]
+
+  /// \throws invalid_argument if the config is invalid (model_config::validate).
+  encoder_classifier(const model_config& c, const Policy& policy, const Exec& exec = {})
+      : embed(checked(c).vocab, c.d, "embed"),
+        classifier(c.d, c.classes, "classifier"),
+        config_(c) {
+    blocks.reserve(static_cast<std::size_t>(c.blocks));
+    for (index_t l = 0; l < c.blocks; ++l)
+      blocks.emplace_back(c, l == 0 ? c.first_ln_eps : c.ln_eps, policy, exec,
+                          "blocks." + std::to_string(l));
+    reset_parameters(c.seed);
+  }
+
+  /// \brief The configuration it was built with.
+  const model_config& config() const noexcept { return config_; }
+
+  /// \brief Re-initialises every parameter from `seed` (see the class comment).
+  void reset_parameters(std::uint64_t seed) {
+    rng gen(seed);
+    fill_uniform(embed.weight.value, -paper_init_range, paper_init_range, gen);
+    for (block_type& b : blocks) b.reset_parameters(gen);
+    fill_uniform(classifier.weight.value, -paper_init_range, paper_init_range, gen);
+    classifier.bias.value.setZero();
+  }
+
+  /// \brief Every parameter, in initialisation order (pointers into this object).
+  parameter_list<T> parameters() {
+    parameter_list<T> list;
+    embed.append_parameters(list);
+    for (block_type& b : blocks) b.append_parameters(list);
+    classifier.append_parameters(list);
+    return list;
+  }
+
+  /// \brief Logits [batch, classes] of tokens (batch * n ids, sequence b at [b n, (b + 1) n));
+  /// caches the activations for backward. \throws invalid_argument on a bad token or shape, or
+  /// as semfocus::forward (e.g. top_k with k > n).
+  matrix<T> forward(std::span<const int> tokens, index_t batch, index_t n) {
+    matrix<T> x = embed.forward(tokens, batch, n);
+    for (block_type& b : blocks) x = b.forward(x, batch);
+    return classifier.forward(pool.forward(x, batch));
+  }
+  /// \brief As above for tokens[batch][n] (all of one length n).
+  matrix<T> forward(const std::vector<std::vector<int>>& tokens) {
+    const token_batch t = token_batch::from(tokens);
+    return forward(t.ids, t.batch, t.n);
+  }
+
+  /// \brief Mean cross-entropy of the batch (forward only; gradients untouched). \throws as
+  /// forward, or if labels.size() != batch or a label is outside [0, classes).
+  T loss(std::span<const int> tokens, index_t batch, index_t n, std::span<const int> labels) {
+    return cross_entropy<T>(forward(tokens, batch, n), labels).loss;
+  }
+  /// \brief As above for tokens[batch][n].
+  T loss(const std::vector<std::vector<int>>& tokens, std::span<const int> labels) {
+    return cross_entropy<T>(forward(tokens), labels).loss;
+  }
+
+  /// \brief Mean cross-entropy of the batch; sets every parameter's grad to its gradient
+  /// (zeroed first, so grads are not accumulated across calls). \throws as forward, or if
+  /// labels.size() != batch or a label is outside [0, classes).
+  T loss_and_backward(std::span<const int> tokens, index_t batch, index_t n,
+                      std::span<const int> labels) {
+    const loss_result<T> r = cross_entropy<T>(forward(tokens, batch, n), labels);
+    zero_grad(parameters());
+    backward(r.dlogits);
+    return r.loss;
+  }
+  /// \brief As above for tokens[batch][n].
+  T loss_and_backward(const std::vector<std::vector<int>>& tokens, std::span<const int> labels) {
+    const token_batch t = token_batch::from(tokens);
+    return loss_and_backward(t.ids, t.batch, t.n, labels);
+  }
+
+  /// \brief Accumulates (+=) the gradients of L into the parameters given dL/dlogits of the last
+  /// forward (for a loss other than cross-entropy).
+  void backward(const matrix<T>& dlogits) {
+    matrix<T> dx = pool.backward(classifier.backward(dlogits));
+    for (auto b = blocks.rbegin(); b != blocks.rend(); ++b) dx = b->backward(dx);
+    embed.backward(dx);
+  }
+
+  /// \brief Predicted classes: argmax of the logits per sequence (lowest index on ties);
+  /// runs forward (caches overwritten).
+  std::vector<int> predict(std::span<const int> tokens, index_t batch, index_t n) {
+    const matrix<T> z = forward(tokens, batch, n);
+    std::vector<int> out(static_cast<std::size_t>(z.rows()));
+    for (index_t b = 0; b < z.rows(); ++b) {
+      index_t best = 0;
+      z.row(b).maxCoeff(&best);
+      out[static_cast<std::size_t>(b)] = static_cast<int>(best);
+    }
+    return out;
+  }
+  /// \brief As above for tokens[batch][n].
+  std::vector<int> predict(const std::vector<std::vector<int>>& tokens) {
+    const token_batch t = token_batch::from(tokens);
+    return predict(t.ids, t.batch, t.n);
+  }
+
+  /// \brief Fraction of sequences whose prediction equals the label.
+  /// \throws invalid_argument if labels.size() != batch.
+  double accuracy(std::span<const int> tokens, index_t batch, index_t n,
+                  std::span<const int> labels) {
+    semfocus::detail::require(static_cast<index_t>(labels.size()) == batch,
+                              "semfocus::nn::encoder_classifier::accuracy: need ", batch,
+                              " labels, got ", labels.size());
+    const std::vector<int> p = predict(tokens, batch, n);
+    index_t hits = 0;
+    for (std::size_t b = 0; b < p.size(); ++b) hits += p[b] == labels[b] ? 1 : 0;
+    return static_cast<double>(hits) / static_cast<double>(batch);
+  }
+  /// \brief As above for tokens[batch][n].
+  double accuracy(const std::vector<std::vector<int>>& tokens, std::span<const int> labels) {
+    const token_batch t = token_batch::from(tokens);
+    return accuracy(t.ids, t.batch, t.n, labels);
+  }
+
+ private:
+  static const model_config& checked(const model_config& c) {
+    c.validate();
+    return c;
+  }
+
+  model_config config_;
+};
+
+}  // namespace semfocus::nn

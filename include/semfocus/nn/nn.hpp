@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The nn module (namespace semfocus::nn): the small Eigen training stack of the paper's model --
+// tensors and parameters, deterministic initialisation, layers, multi-head attention with any
+// policy on any backend, the encoder classifier, optimisers. Needs Eigen 3.4; optional to include
+// (semfocus/semfocus.hpp does not include it). Single-threaded Eigen; never enables its threading.
+
+#include "semfocus/nn/attention.hpp"
+#include "semfocus/nn/init.hpp"
+#include "semfocus/nn/layers.hpp"
+#include "semfocus/nn/model.hpp"
+#include "semfocus/nn/optim.hpp"
+#include "semfocus/nn/tensor.hpp"
