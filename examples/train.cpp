@@ -230,6 +230,7 @@ void shuffle(std::vector<index_t>& v, semfocus::nn::rng& gen) {
 struct run_summary {
   index_t convergence = -1;
   double best_test = 0, last_test = 0, final_train_loss = 0;
+  double steps_per_second = 0;  // optimisation steps (forward, backward, clip, update) per second
 };
 
 template <class Policy, class Exec>
@@ -283,15 +284,21 @@ run_summary train_one(const options& o, const Policy& policy, index_t globals, c
   nn::rng order_gen(seed ^ 0x5eedba7c4ull);  // the batch order, apart from the init stream
   run_summary s;
   const auto start = std::chrono::steady_clock::now();
+  double train_seconds = 0;  // the optimisation steps alone, for the throughput figure
+  index_t steps = 0;
   for (index_t epoch = 1; epoch <= o.epochs; ++epoch) {
     shuffle(order, order_gen);
+    const auto epoch_start = std::chrono::steady_clock::now();
     for (std::size_t first = 0; first < order.size(); first += std::size_t(o.batch)) {
       const std::size_t count = std::min(order.size() - first, std::size_t(o.batch));
       const batch_data b = make_batch(data, data.train, {order.data() + first, count}, globals);
       model.loss_and_backward(b.tokens, b.batch, b.n, b.labels);
       if (o.clip > 0) nn::clip_grad_norm(params, o.clip);
       std::visit([&](auto& opt_) { opt_.step(params); }, opt);
+      ++steps;
     }
+    train_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     const double lr = std::visit([](const auto& opt_) { return opt_.lr; }, opt);
     std::visit([&](auto& opt_) { decay.epoch_end(opt_); }, opt);
     const auto [train_loss, train_acc] = evaluate(data.train);
@@ -311,6 +318,7 @@ run_summary train_one(const options& o, const Policy& policy, index_t globals, c
     s.last_test = test_acc;
     s.final_train_loss = train_loss;
   }
+  s.steps_per_second = double(steps) / train_seconds;
   return s;
 }
 
@@ -348,9 +356,9 @@ int main(int argc, char** argv) {
           [&](const auto& p) { return train_one(o, p, globals, exec, seed, csv); }, policy);
       std::printf(
           "%s %s seed %llu: convergence epoch %td, best test acc %.3f, last test acc %.3f, "
-          "final train loss %.4f (%s)\n",
+          "final train loss %.4f, %.1f steps/s (%s)\n",
           o.task.c_str(), o.policy.c_str(), static_cast<unsigned long long>(seed), s.convergence,
-          s.best_test, s.last_test, s.final_train_loss, csv.c_str());
+          s.best_test, s.last_test, s.final_train_loss, s.steps_per_second, csv.c_str());
       summary << o.task << ',' << o.policy << ',' << seed << ',' << s.convergence << ','
               << s.best_test << ',' << s.last_test << ',' << s.final_train_loss << '\n';
     }
