@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/errors.hpp"
 #include "support/tensors.hpp"
 
 using namespace semfocus;
@@ -25,20 +26,6 @@ using namespace semfocus::test;
 static_assert(std::is_base_of_v<std::invalid_argument, semfocus::invalid_argument>);
 
 namespace {
-
-/// The message of the semfocus::invalid_argument thrown by f, or a marker when f throws something
-/// else or nothing.
-template <class F>
-std::string error_message(const F& f) {
-  try {
-    f();
-  } catch (const semfocus::invalid_argument& e) {
-    return e.what();
-  } catch (...) {
-    return "<another exception type>";
-  }
-  return "<no exception>";
-}
 
 template <class F>
 bool throws_nothing(const F& f) {

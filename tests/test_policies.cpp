@@ -20,6 +20,7 @@
 #include <semfocus/semfocus.hpp>
 
 #include "support/custom_policy.hpp"
+#include "support/errors.hpp"
 #include "support/tensors.hpp"
 
 namespace {
@@ -30,6 +31,7 @@ using sf::head_slice;
 using sf::index_t;
 using sf::tile;
 using sf::tile_kind;
+using sf::test::contains;
 
 constexpr double nan_v = std::numeric_limits<double>::quiet_NaN();
 constexpr double inf_v = std::numeric_limits<double>::infinity();
@@ -115,23 +117,6 @@ std::vector<index_t> brute_rank(const std::vector<T>& s, index_t k, bool largest
   if (static_cast<index_t>(order.size()) > k) order.resize(static_cast<std::size_t>(k));
   std::sort(order.begin(), order.end());
   return order;
-}
-
-/// Message of the semfocus::invalid_argument thrown by f, or a marker when none is thrown.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const sf::invalid_argument& e) {
-    return e.what();
-  } catch (...) {
-    return "<another exception type>";
-  }
-  return "<no exception>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 }  // namespace
@@ -474,7 +459,7 @@ TEST_CASE("explicit_mask: validate rejects a mask of the wrong shape") {
     sf::test::tensor<std::uint8_t> m(ms, 1);
     const sf::explicit_mask<std::uint8_t> p(m.cview());
     CHECK_THROWS_AS(p.validate(shape), sf::invalid_argument);
-    const std::string msg = error_of([&] { p.validate(shape); });
+    const std::string msg = semfocus::test::error_message([&] { p.validate(shape); });
     CHECK(contains(msg, "explicit_mask"));
     CHECK(contains(msg, what));
   };
@@ -487,7 +472,7 @@ TEST_CASE("explicit_mask: validate rejects a mask of the wrong shape") {
   // Null data for a non-empty mask, and negative strides.
   {
     const sf::explicit_mask<bool> p(sf::tensor_view<const bool>(nullptr, {1, 1, 4, 5}));
-    const std::string msg = error_of([&] { p.validate(shape); });
+    const std::string msg = semfocus::test::error_message([&] { p.validate(shape); });
     CHECK(contains(msg, "explicit_mask"));
     CHECK(contains(msg, "null"));
   }
@@ -495,7 +480,7 @@ TEST_CASE("explicit_mask: validate rejects a mask of the wrong shape") {
     std::vector<std::uint8_t> buf(40, 1);
     const sf::explicit_mask<std::uint8_t> p(sf::tensor_view<const std::uint8_t>(
         buf.data() + 20, {1, 1, 4, 5}, sf::tensor_strides{0, 0, -5}));
-    const std::string msg = error_of([&] { p.validate(shape); });
+    const std::string msg = semfocus::test::error_message([&] { p.validate(shape); });
     CHECK(contains(msg, "explicit_mask"));
     CHECK(contains(msg, "strides"));
   }
@@ -1031,22 +1016,25 @@ TEST_CASE("constructors reject bad parameters, naming the policy and the paramet
     const char* parameter;
   };
   const std::vector<expect> cases = {
-      {error_of([] { (void)sf::top_k(0); }), "top_k", "k must"},
-      {error_of([] { (void)sf::top_k(-3); }), "top_k", "k must"},
-      {error_of([] { (void)sf::bottom_k(-1); }), "bottom_k", "k must"},
-      {error_of([] { (void)sf::banded(0); }), "banded", "k must"},
-      {error_of([] { (void)sf::block_local(0); }), "block_local", "k must"},
-      {error_of([] { (void)sf::strided(0); }), "strided", "stride must"},
-      {error_of([] { (void)sf::strided(2, -1); }), "strided", "local must"},
-      {error_of([] { (void)sf::random_k(0, 1); }), "random_k", "k must"},
-      {error_of([] { (void)sf::threshold(-1); }), "threshold", "tau"},
-      {error_of([] { (void)sf::threshold(nan_v); }), "threshold", "tau"},
-      {error_of([] { (void)sf::threshold(inf_v); }), "threshold", "tau"},
-      {error_of([] { (void)sf::absolute_threshold(inf_v); }), "absolute_threshold", "tau"},
-      {error_of([] { (void)sf::absolute_threshold(-inf_v); }), "absolute_threshold", "tau"},
-      {error_of([] { (void)sf::absolute_threshold(nan_v); }), "absolute_threshold", "tau"},
-      {error_of([] { (void)sf::global_tokens(sf::banded(3), -1); }), "with_global",
-       "global tokens"},
+      {semfocus::test::error_message([] { (void)sf::top_k(0); }), "top_k", "k must"},
+      {semfocus::test::error_message([] { (void)sf::top_k(-3); }), "top_k", "k must"},
+      {semfocus::test::error_message([] { (void)sf::bottom_k(-1); }), "bottom_k", "k must"},
+      {semfocus::test::error_message([] { (void)sf::banded(0); }), "banded", "k must"},
+      {semfocus::test::error_message([] { (void)sf::block_local(0); }), "block_local", "k must"},
+      {semfocus::test::error_message([] { (void)sf::strided(0); }), "strided", "stride must"},
+      {semfocus::test::error_message([] { (void)sf::strided(2, -1); }), "strided", "local must"},
+      {semfocus::test::error_message([] { (void)sf::random_k(0, 1); }), "random_k", "k must"},
+      {semfocus::test::error_message([] { (void)sf::threshold(-1); }), "threshold", "tau"},
+      {semfocus::test::error_message([] { (void)sf::threshold(nan_v); }), "threshold", "tau"},
+      {semfocus::test::error_message([] { (void)sf::threshold(inf_v); }), "threshold", "tau"},
+      {semfocus::test::error_message([] { (void)sf::absolute_threshold(inf_v); }),
+       "absolute_threshold", "tau"},
+      {semfocus::test::error_message([] { (void)sf::absolute_threshold(-inf_v); }),
+       "absolute_threshold", "tau"},
+      {semfocus::test::error_message([] { (void)sf::absolute_threshold(nan_v); }),
+       "absolute_threshold", "tau"},
+      {semfocus::test::error_message([] { (void)sf::global_tokens(sf::banded(3), -1); }),
+       "with_global", "global tokens"},
   };
   for (const expect& c : cases) {
     INFO("message: ", c.message);
@@ -1081,7 +1069,7 @@ TEST_CASE("validate rejects k > n_k and G > n") {
     INFO(name, " on ", s);
     CHECK_THROWS_AS(p.validate(s), sf::invalid_argument);
     CHECK_THROWS_AS(static_cast<void>(sf::validate_policy(p, s)), sf::invalid_argument);
-    CHECK(contains(error_of([&] { p.validate(s); }), name));
+    CHECK(contains(semfocus::test::error_message([&] { p.validate(s); }), name));
   };
   auto accepts = [&](const auto& p, const attention_shape& s) {
     INFO("shape ", s);

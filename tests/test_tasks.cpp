@@ -14,28 +14,14 @@
 #include <vector>
 
 #include "semfocus/tasks/tasks.hpp"
+#include "support/errors.hpp"
 
 using namespace semfocus::tasks;
 using semfocus::index_t;
+using semfocus::test::contains;
+using semfocus::test::error_message;
 
 namespace {
-
-/// The message of the semfocus::invalid_argument thrown by f, or a marker.
-template <class F>
-std::string error_message(const F& f) {
-  try {
-    f();
-  } catch (const semfocus::invalid_argument& e) {
-    return e.what();
-  } catch (...) {
-    return "<another exception type>";
-  }
-  return "<no exception>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 // ---- Independent evaluators (written from the definitions, not from the library) ----
 
