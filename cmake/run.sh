@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # The project's entry point on Debian 12: installs the missing build dependencies (apt-get),
 # then runs one CMake workflow preset.
-#   bash cmake/run.sh demo       build the examples and run the quickstart
+#   bash cmake/run.sh demo       build the examples, run the quickstart and a small policy comparison
 #   bash cmake/run.sh test       build tests and examples (CUDA parts too when nvcc is found), run ctest
 #   bash cmake/run.sh sanitize   the tests under AddressSanitizer + UBSan
 #   bash cmake/run.sh bench      build the benchmarks, print the README's SIMD table
@@ -27,6 +27,10 @@ case "${1:-}" in
   demo)
     cmake --workflow --preset demo
     ./build/demo/examples/quickstart
+    # The paper's effect at a small scale (README, "The demo"): about 2 minutes on 2 cores.
+    ./build/demo/examples/compare --task even_pairs --policies full,topk:5,banded:5,block:5 \
+      --seeds 3 --blocks 2 --d 32 --d-mlp 32 --epochs 60 --train 2000 --test 500 \
+      --out build/demo/even_pairs
     ;;
   test) cmake --workflow --preset dev ;;
   sanitize) cmake --workflow --preset sanitize ;;
