@@ -97,6 +97,8 @@ requires attention_policy<Policy, double> power_result local_lipschitz_input(
   M out(pr.v.rows(), pr.v.cols()), d_out(out.rows(), out.cols()), dq(pr.q.rows(), pr.q.cols()),
       dk(pr.k.rows(), pr.k.cols()), dv(pr.v.rows(), pr.v.cols());
   auto record = forward(exec::reference, p, q, k, v, detail::projected::view(out, heads), options);
+  const detail::linearisation lin =
+      detail::linearise(p, q, k, s, semfocus::detail::resolve_scale(fn, options, s.d));
   const index_t n = x.rows(), dm = x.cols();
   auto apply = [&](const Eigen::VectorXd& t) -> Eigen::VectorXd {
     const Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>
@@ -104,10 +106,10 @@ requires attention_policy<Policy, double> power_result local_lipschitz_input(
     dq = dx * w.wq.transpose();
     dk = dx * w.wk.transpose();
     dv = dx * w.wv.transpose();
-    attention_jvp(p, q, k, v, detail::projected::view(std::as_const(dq), heads),
-                  detail::projected::view(std::as_const(dk), heads),
-                  detail::projected::view(std::as_const(dv), heads),
-                  detail::projected::view(d_out, heads), options);
+    detail::apply_jvp(lin, q, k, v, detail::projected::view(std::as_const(dq), heads),
+                      detail::projected::view(std::as_const(dk), heads),
+                      detail::projected::view(std::as_const(dv), heads),
+                      detail::projected::view(d_out, heads));
     return Eigen::Map<const Eigen::VectorXd>(d_out.data(), d_out.size());
   };
   auto apply_t = [&](const Eigen::VectorXd& u) -> Eigen::VectorXd {

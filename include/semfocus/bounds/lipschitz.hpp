@@ -112,6 +112,81 @@ inline double kept_radius(const tensor_view<const double>& t, index_t b, index_t
 
 }  // namespace detail
 
+namespace detail {
+
+/// \brief What the Jacobian at a point depends on besides the inputs: the kept sets and the
+/// probabilities P of every head (prob[x][i n_k + j] = P_ij, indexed as head_selection::kept),
+/// computed once so that repeated products (power iteration) do not select again.
+struct linearisation {
+  attention_shape shape{};
+  double scale = 0;
+  std::vector<head_selection> heads;      // [batch heads]
+  std::vector<std::vector<double>> prob;  // [batch heads][n_q n_k]
+};
+
+/// \brief The linearisation of F at (Q, K) for shape s and scale; O(batch heads n_q n_k d).
+template <class Policy>
+linearisation linearise(const Policy& p, const tensor_view<const double>& q,
+                        const tensor_view<const double>& k, const attention_shape& s,
+                        double scale) {
+  linearisation lin{s, scale, {}, {}};
+  std::vector<double> row;
+  for (index_t b = 0; b < s.batch; ++b)
+    for (index_t h = 0; h < s.heads; ++h) {
+      const head_selection& sel = lin.heads.emplace_back(select_head(p, q, k, b, h, scale));
+      std::vector<double>& prob = lin.prob.emplace_back();
+      prob.reserve(sel.scores.size());
+      for (index_t i = 0; i < s.n_q; ++i) {
+        row_probabilities(sel.score_row(i), sel.kept_row(i), row);
+        prob.insert(prob.end(), row.begin(), row.end());
+      }
+    }
+  return lin;
+}
+
+/// \brief d_out = J [dq, dk, dv] at the linearised point (arguments already checked);
+/// O(batch heads n_q n_k (d + d_v)).
+inline void apply_jvp(const linearisation& lin, const tensor_view<const double>& q,
+                      const tensor_view<const double>& k, const tensor_view<const double>& v,
+                      const tensor_view<const double>& dq, const tensor_view<const double>& dk,
+                      const tensor_view<const double>& dv, const tensor_view<double>& d_out) {
+  const attention_shape& s = lin.shape;
+  std::vector<double> ds(std::size_t(s.n_k)), o(std::size_t(s.d_v));
+  for (index_t b = 0; b < s.batch; ++b)
+    for (index_t h = 0; h < s.heads; ++h) {
+      const auto x = std::size_t(b * s.heads + h);
+      const head_selection& sel = lin.heads[x];
+      for (index_t i = 0; i < s.n_q; ++i) {
+        const auto kept = sel.kept_row(i);
+        const double* prob = lin.prob[x].data() + std::size_t(i * s.n_k);
+        const double* qi = q.row(b, h, i);
+        const double* dqi = dq.row(b, h, i);
+        double sbar = 0;
+        for (index_t j = 0; j < s.n_k; ++j) {
+          if (!kept[std::size_t(j)]) continue;
+          const double* kj = k.row(b, h, j);
+          const double* dkj = dk.row(b, h, j);
+          double a = 0;
+          for (index_t c = 0; c < s.d; ++c) a += dqi[c] * kj[c] + qi[c] * dkj[c];
+          ds[std::size_t(j)] = lin.scale * a;
+          sbar += prob[j] * ds[std::size_t(j)];
+        }
+        std::fill(o.begin(), o.end(), 0.0);
+        for (index_t j = 0; j < s.n_k; ++j) {
+          if (!kept[std::size_t(j)]) continue;
+          const double pj = prob[j], w = pj * (ds[std::size_t(j)] - sbar);
+          const double* vj = v.row(b, h, j);
+          const double* dvj = dv.row(b, h, j);
+          for (index_t c = 0; c < s.d_v; ++c) o[std::size_t(c)] += w * vj[c] + pj * dvj[c];
+        }
+        double* out = d_out.row(b, h, i);
+        for (index_t c = 0; c < s.d_v; ++c) out[c] = o[std::size_t(c)];
+      }
+    }
+}
+
+}  // namespace detail
+
 /// \brief Jacobian-vector product of the attention map: d_out = dF(Q, K, V)[dQ, dK, dV], by the
 /// forward-mode formula above, in double, with the reference backend's kept sets. Shapes as
 /// forward: dq like q, dk like k, dv like v, d_out like the output. The transpose (the
@@ -136,37 +211,7 @@ void attention_jvp(const Policy& p, tensor_view<const double> q, tensor_view<con
     semfocus::detail::check_disjoint(fn, "d_out", d_out, names[x], ins[x]);
   validate_policy(p, s);
   const double scale = semfocus::detail::resolve_scale(fn, options, s.d);
-  std::vector<double> prob, ds(std::size_t(s.n_k)), o(std::size_t(s.d_v));
-  for (index_t b = 0; b < s.batch; ++b)
-    for (index_t h = 0; h < s.heads; ++h) {
-      const head_selection sel = select_head(p, q, k, b, h, scale);
-      for (index_t i = 0; i < s.n_q; ++i) {
-        const auto kept = sel.kept_row(i);
-        detail::row_probabilities(sel.score_row(i), kept, prob);
-        const double* qi = q.row(b, h, i);
-        const double* dqi = dq.row(b, h, i);
-        double sbar = 0;
-        for (index_t j = 0; j < s.n_k; ++j) {
-          if (!kept[std::size_t(j)]) continue;
-          const double* kj = k.row(b, h, j);
-          const double* dkj = dk.row(b, h, j);
-          double a = 0;
-          for (index_t c = 0; c < s.d; ++c) a += dqi[c] * kj[c] + qi[c] * dkj[c];
-          ds[std::size_t(j)] = scale * a;
-          sbar += prob[std::size_t(j)] * ds[std::size_t(j)];
-        }
-        std::fill(o.begin(), o.end(), 0.0);
-        for (index_t j = 0; j < s.n_k; ++j) {
-          if (!kept[std::size_t(j)]) continue;
-          const double pj = prob[std::size_t(j)], w = pj * (ds[std::size_t(j)] - sbar);
-          const double* vj = v.row(b, h, j);
-          const double* dvj = dv.row(b, h, j);
-          for (index_t c = 0; c < s.d_v; ++c) o[std::size_t(c)] += w * vj[c] + pj * dvj[c];
-        }
-        double* out = d_out.row(b, h, i);
-        for (index_t c = 0; c < s.d_v; ++c) out[c] = o[std::size_t(c)];
-      }
-    }
+  detail::apply_jvp(detail::linearise(p, q, k, s, scale), q, k, v, dq, dk, dv, d_out);
 }
 
 /// \brief The local Lipschitz constant of F at (Q, K, V) with respect to the arguments `args`:
@@ -195,15 +240,17 @@ local_lipschitz(const Policy& p, tensor_view<const double> q, tensor_view<const 
   std::vector<double> out(std::size_t(s.out().size())), d_out(out.size());
   auto record =
       forward(exec::reference, p, q, k, v, tensor_view<double>(out.data(), s.out()), options);
+  const detail::linearisation lin =
+      detail::linearise(p, q, k, s, semfocus::detail::resolve_scale(fn, options, s.d));
   auto apply = [&](const Eigen::VectorXd& x) -> Eigen::VectorXd {
     index_t at = 0;
     for (std::size_t a = 0; a < 3; ++a)
       if (contains(args, names[a]))
         for (double& t : tangent[a]) t = x[at++];
-    attention_jvp(p, q, k, v, tensor_view<const double>(tangent[0].data(), shapes[0]),
-                  tensor_view<const double>(tangent[1].data(), shapes[1]),
-                  tensor_view<const double>(tangent[2].data(), shapes[2]),
-                  tensor_view<double>(d_out.data(), s.out()), options);
+    detail::apply_jvp(lin, q, k, v, tensor_view<const double>(tangent[0].data(), shapes[0]),
+                      tensor_view<const double>(tangent[1].data(), shapes[1]),
+                      tensor_view<const double>(tangent[2].data(), shapes[2]),
+                      tensor_view<double>(d_out.data(), s.out()));
     return Eigen::Map<const Eigen::VectorXd>(d_out.data(), index_t(d_out.size()));
   };
   auto apply_t = [&](const Eigen::VectorXd& y) -> Eigen::VectorXd {

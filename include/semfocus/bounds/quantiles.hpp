@@ -74,28 +74,25 @@ struct quantile_summary {
   /// \brief The value at `level`, which must be one of paper_levels.
   /// \throws invalid_argument naming the level otherwise.
   double at(double level) const {
-    for (std::size_t l = 0; l < paper_levels.size(); ++l)
-      if (std::abs(paper_levels[l] - level) < 1e-12) return values[l];
-    semfocus::detail::require(
-        false,
-        "semfocus::bounds::quantile_summary::at: level must be one of 0, 0.01, "
-        "0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1; got ",
-        level);
-    return 0;
+    return values[index_of("semfocus::bounds::quantile_summary::at", level)];
   }
 
   /// \brief Sets the value at `level` (one of paper_levels), e.g. to enter published figures.
   /// \throws invalid_argument as at().
   void set(double level, double value) {
+    values[index_of("semfocus::bounds::quantile_summary::set", level)] = value;
+  }
+
+ private:
+  /// \brief Position of `level` in paper_levels (to 1e-12). \throws invalid_argument otherwise.
+  static std::size_t index_of(const char* fn, double level) {
     for (std::size_t l = 0; l < paper_levels.size(); ++l)
-      if (std::abs(paper_levels[l] - level) < 1e-12) {
-        values[l] = value;
-        return;
-      }
-    semfocus::detail::require(false,
-                              "semfocus::bounds::quantile_summary::set: level must be one of "
-                              "paper_levels, got ",
+      if (std::abs(paper_levels[l] - level) < 1e-12) return l;
+    semfocus::detail::require(false, fn,
+                              ": level must be one of 0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, "
+                              "0.95, 0.99, 1; got ",
                               level);
+    return 0;
   }
 };
 

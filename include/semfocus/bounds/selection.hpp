@@ -65,18 +65,21 @@ requires attention_policy<Policy, T> head_selection select_head(const Policy& p,
 
 /// \brief Separation of a row: the smallest kept score minus the largest unkept one (NaN scores
 /// ignored); +inf when nothing is unkept or nothing is kept. For top-k this is the paper's
-/// Delta = s_(k) - s_(k+1); for a fixed mask it may be negative and bounds nothing. O(n_k).
-inline double separation(std::span<const double> scores, std::span<const unsigned char> kept) {
+/// Delta = s_(k) - s_(k+1); for a fixed mask it may be negative and bounds nothing. With
+/// sign = -1 the scores are negated first (the order of bottom_k). O(n_k), no allocation.
+inline double separation(std::span<const double> scores, std::span<const unsigned char> kept,
+                         double sign = 1.0) {
   double lo = std::numeric_limits<double>::infinity();
   double hi = -std::numeric_limits<double>::infinity();
   bool any_kept = false, any_unkept = false;
   for (std::size_t j = 0; j < scores.size(); ++j) {
     if (std::isnan(scores[j])) continue;
+    const double x = sign * scores[j];
     if (kept[j]) {
-      lo = std::min(lo, scores[j]);
+      lo = std::min(lo, x);
       any_kept = true;
     } else {
-      hi = std::max(hi, scores[j]);
+      hi = std::max(hi, x);
       any_unkept = true;
     }
   }
@@ -109,9 +112,7 @@ double selection_margin(const Policy& p, const head_slice& hs, index_t i,
   } else if constexpr (std::is_same_v<Policy, rank_k<true>>) {
     return separation(scores, kept) / 2;
   } else if constexpr (std::is_same_v<Policy, rank_k<false>>) {
-    std::vector<double> negated(scores.begin(), scores.end());
-    for (double& x : negated) x = -x;
-    return separation(negated, kept) / 2;
+    return separation(scores, kept, -1.0) / 2;
   } else if constexpr (std::is_same_v<Policy, threshold> ||
                        std::is_same_v<Policy, absolute_threshold>) {
     double floor = p.tau;
