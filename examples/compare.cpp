@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "runner/plot.hpp"
+#include "runner/policy_spec.hpp"
 #include "runner/stats.hpp"
 
 namespace {
@@ -42,6 +43,8 @@ its seeds and draws the paper's two figures.
   --threads N          threads of each train process, as train's --threads (default 1)
   --out DIR            output directory (default compare_out)
   --train-binary PATH  the trainer (default: `train` next to this executable)
+  --save               each run also saves its final parameters (train --save):
+                       runs/<task>_<policy>_seed<S>.params, the input of the theory example
   --help               this text
 
 Passed to every train process when given (train's defaults otherwise; see train --help):
@@ -73,27 +76,19 @@ struct options {
   std::vector<std::uint64_t> seeds;
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
   unsigned threads = 1;
+  bool save = false;  // pass --save: each run's final parameters next to its CSV
   std::vector<std::pair<std::string, std::string>> passed;  // train options, in given order
 };
 
-// An unsigned integer >= lo written in full, or nothing.
+// An integer >= lo written in full (runner::parse_integer), stored in v.
 bool parse_unsigned(const std::string& s, unsigned long long lo, unsigned long long& v) {
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 18)
-    return false;
-  v = std::stoull(s);
-  return v >= lo;
+  const auto x = runner::parse_integer(s, std::int64_t(lo));
+  if (x) v = static_cast<unsigned long long>(*x);
+  return x.has_value();
 }
 
-// A finite number written in full, > lo (open) or >= lo.
 bool parse_real(const std::string& s, double lo, bool open) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    return false;
-  }
-  return used == s.size() && std::isfinite(v) && v >= lo && !(open && v == lo);
+  return runner::parse_number(s, lo, open).has_value();
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -105,20 +100,6 @@ std::vector<std::string> split(const std::string& s) {
     at = comma + 1;
   }
   return parts;
-}
-
-// Whether `spec` has the form of a train policy spec (train checks the values again).
-bool policy_spec_ok(const std::string& spec) {
-  unsigned long long v = 0;
-  if (spec == "full" || spec == "dense") return true;
-  const std::size_t colon = spec.find(':');
-  if (colon == std::string::npos) return false;
-  const std::string kind = spec.substr(0, colon), rest = spec.substr(colon + 1);
-  if (kind == "threshold") return parse_real(rest, 0, false);
-  const std::size_t plus = rest.find("+g");
-  if (!parse_unsigned(rest.substr(0, plus), 1, v)) return false;
-  if (plus == std::string::npos) return kind == "topk" || kind == "banded" || kind == "block";
-  return (kind == "banded" || kind == "block") && parse_unsigned(rest.substr(plus + 2), 1, v);
 }
 
 std::vector<std::uint64_t> parse_seeds(const std::string& s) {
@@ -173,6 +154,10 @@ options parse(int argc, char** argv) {
       std::fputs(text.c_str(), stdout);
       std::exit(0);
     }
+    if (arg == "--save") {
+      o.save = true;
+      continue;
+    }
     if (arg.rfind("--", 0) != 0) fail("unexpected argument '" + arg + "'");
     const std::string name = arg.substr(2);
     if (a + 1 >= argc) fail(arg + " needs a value");
@@ -190,10 +175,8 @@ options parse(int argc, char** argv) {
     } else if (name == "policies") {
       o.policies = split(value);
       for (std::size_t i = 0; i < o.policies.size(); ++i) {
-        if (!policy_spec_ok(o.policies[i]))
-          fail("--policies: '" + o.policies[i] +
-               "' is not full, topk:K, banded:K, block:K, threshold:TAU, banded:K+gG or "
-               "block:K+gG (K, G >= 1)");
+        if (!runner::parse_policy_spec(o.policies[i]))
+          fail("--policies: '" + o.policies[i] + "' is not " + runner::policy_spec_grammar);
         if (std::count(o.policies.begin(), o.policies.begin() + std::ptrdiff_t(i), o.policies[i]))
           fail("--policies: '" + o.policies[i] + "' is given twice");
       }
@@ -284,6 +267,7 @@ int main(int argc, char** argv) {
       std::vector<std::string> args = {o.train_binary, "--task", o.task, "--policy", j.policy};
       args.insert(args.end(), {"--seeds", std::to_string(j.seed), "--out", runs_dir});
       args.insert(args.end(), {"--threads", std::to_string(o.threads), "--quiet"});
+      if (o.save) args.push_back("--save");
       for (const auto& [name, value] : o.passed) {
         args.push_back("--" + name);
         args.push_back(value);

@@ -16,13 +16,17 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "runner/training.hpp"
+
 namespace {
 
+namespace runner = semfocus::runner;
 using semfocus::index_t;
 using T = float;
 
@@ -53,6 +57,8 @@ policy on one task, for each seed, and writes one CSV per run plus a summary row
   --length N         sequence length (default: the task's, 40; ListOps 500-600)
   --threads N        threads of the SIMD backend (default 1; 0 = all hardware threads)
   --out DIR          output directory for the CSV files (default train_out)
+  --save             also write each run's final parameters to DIR/<task>_<policy>_seed<S>.params
+                     (semfocus/nn/checkpoint.hpp; its meta line records the task options)
   --quiet            no per-epoch lines
   --help             this text
 
@@ -70,7 +76,7 @@ struct options {
           test = 2000, length = 0, threads = 1;
   double lr = 0.1, decay = 0.9995, clip = 0.5;
   std::vector<std::uint64_t> seeds{1};
-  bool quiet = false;
+  bool quiet = false, save = false;
 };
 
 [[noreturn]] void fail(const std::string& msg) {
@@ -79,30 +85,17 @@ struct options {
 }
 
 index_t parse_int(const std::string& name, const std::string& s, index_t lo) {
-  std::size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != s.size() || v < lo)
-    fail("--" + name + " must be an integer >= " + std::to_string(lo) + ", got '" + s + "'");
-  return index_t(v);
+  const auto v = runner::parse_integer(s, lo);
+  if (!v) fail("--" + name + " must be an integer >= " + std::to_string(lo) + ", got '" + s + "'");
+  return index_t(*v);
 }
 
 double parse_real(const std::string& name, const std::string& s, double lo, bool open) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != s.size() || !std::isfinite(v) || v < lo || (open && v == lo))
+  const auto v = runner::parse_number(s, lo, open);
+  if (!v)
     fail("--" + name + " must be a finite number " + (open ? "> " : ">= ") + std::to_string(lo) +
          ", got '" + s + "'");
-  return v;
+  return *v;
 }
 
 options parse(int argc, char** argv) {
@@ -123,8 +116,8 @@ options parse(int argc, char** argv) {
       std::fputs(usage, stdout);
       std::exit(0);
     }
-    if (arg == "--quiet") {
-      o.quiet = true;
+    if (arg == "--quiet" || arg == "--save") {
+      (arg == "--quiet" ? o.quiet : o.save) = true;
       continue;
     }
     if (arg.rfind("--", 0) != 0) fail("unexpected argument '" + arg + "'");
@@ -166,59 +159,15 @@ options parse(int argc, char** argv) {
 }
 
 // The policy of a --policy spec, and how many global tokens it appends.
-using policy_t =
-    std::variant<semfocus::dense, semfocus::top_k, semfocus::banded, semfocus::block_local,
-                 semfocus::threshold, semfocus::with_global<semfocus::banded>,
-                 semfocus::with_global<semfocus::block_local>>;
-
-std::pair<policy_t, index_t> parse_policy(const std::string& spec) {
-  const auto bad = [&] {
-    fail(
-        "--policy must be full, topk:K, banded:K, block:K, threshold:TAU, banded:K+gG or "
-        "block:K+gG (K >= 1, G >= 1, TAU >= 0), got '" +
-        spec + "'");
-  };
-  if (spec == "full" || spec == "dense") return {semfocus::dense{}, 0};
-  const std::size_t colon = spec.find(':');
-  if (colon == std::string::npos) bad();
-  const std::string kind = spec.substr(0, colon), rest = spec.substr(colon + 1);
+std::pair<runner::policy_variant, index_t> parse_policy(const std::string& spec) {
+  const auto parsed = runner::parse_policy_spec(spec);
+  if (!parsed)
+    fail(std::string("--policy must be ") + runner::policy_spec_grammar + ", got '" + spec + "'");
   try {
-    if (kind == "threshold") return {semfocus::threshold(parse_real("policy", rest, 0, false)), 0};
-    const std::size_t plus = rest.find("+g");
-    const index_t k = parse_int("policy", rest.substr(0, plus), 1);
-    const index_t g = plus == std::string::npos ? 0 : parse_int("policy", rest.substr(plus + 2), 1);
-    if (kind == "topk" && g == 0) return {semfocus::top_k(k), 0};
-    if (kind == "banded")
-      return g ? std::pair<policy_t, index_t>{semfocus::with_global(semfocus::banded(k), g), g}
-               : std::pair<policy_t, index_t>{semfocus::banded(k), 0};
-    if (kind == "block")
-      return g ? std::pair<policy_t, index_t>{semfocus::with_global(semfocus::block_local(k), g), g}
-               : std::pair<policy_t, index_t>{semfocus::block_local(k), 0};
+    return {runner::make_policy(*parsed), index_t(parsed->globals)};
   } catch (const semfocus::invalid_argument& e) {
     fail(std::string("--policy: ") + e.what());
   }
-  bad();
-  return {};
-}
-
-// A padded batch with the G global tokens (ids vocab .. vocab + G - 1) appended to each sequence.
-struct batch_data {
-  std::vector<int> tokens, labels;
-  index_t batch = 0, n = 0;
-};
-
-batch_data make_batch(const semfocus::tasks::dataset& data,
-                      std::span<const semfocus::tasks::example> split,
-                      std::span<const index_t> indices, index_t globals) {
-  const auto p = semfocus::tasks::pad_batch(split, indices, std::max(data.pad_token, 0));
-  batch_data b{{}, p.labels, p.batch, p.length + globals};
-  b.tokens.reserve(std::size_t(b.batch * b.n));
-  for (index_t s = 0; s < p.batch; ++s) {
-    const auto first = p.tokens.begin() + std::ptrdiff_t(s * p.length);
-    b.tokens.insert(b.tokens.end(), first, first + std::ptrdiff_t(p.length));
-    for (index_t g = 0; g < globals; ++g) b.tokens.push_back(data.vocab_size + int(g));
-  }
-  return b;
 }
 
 // Fisher-Yates with nn::rng draws (the same order on every standard library).
@@ -235,7 +184,7 @@ struct run_summary {
 
 template <class Policy, class Exec>
 run_summary train_one(const options& o, const Policy& policy, index_t globals, const Exec& exec,
-                      std::uint64_t seed, const std::string& csv_path) {
+                      std::uint64_t seed, const std::string& path) {
   namespace nn = semfocus::nn;
   const semfocus::tasks::dataset data =
       semfocus::tasks::make_task(o.task, {seed, o.train, o.test, o.length});
@@ -256,28 +205,11 @@ run_summary train_one(const options& o, const Policy& policy, index_t globals, c
   if (o.optimizer == "adam") opt = nn::adam<T>(o.lr);
   const nn::lr_decay decay(o.decay);
 
-  // Loss and accuracy over a whole split, in batches of 250.
   const auto evaluate = [&](const std::vector<semfocus::tasks::example>& split) {
-    double loss = 0;
-    index_t correct = 0;
-    std::vector<index_t> idx;
-    for (index_t first = 0; first < index_t(split.size()); first += 250) {
-      idx.resize(std::size_t(std::min<index_t>(250, index_t(split.size()) - first)));
-      std::iota(idx.begin(), idx.end(), first);
-      const batch_data b = make_batch(data, split, idx, globals);
-      const nn::matrix<T> z = model.forward(b.tokens, b.batch, b.n);
-      loss += double(nn::cross_entropy<T>(z, b.labels).loss) * double(b.batch);
-      for (index_t r = 0; r < b.batch; ++r) {
-        index_t arg = 0;
-        z.row(r).maxCoeff(&arg);
-        correct += arg == b.labels[std::size_t(r)];
-      }
-    }
-    const auto n = double(split.size());
-    return std::pair{loss / n, double(correct) / n};
+    return runner::evaluate(model, data, split, {}, globals);
   };
 
-  std::ofstream csv(csv_path);
+  std::ofstream csv(path + ".csv");
   csv << "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds\n";
   std::vector<index_t> order(data.train.size());
   std::iota(order.begin(), order.end(), 0);
@@ -291,7 +223,8 @@ run_summary train_one(const options& o, const Policy& policy, index_t globals, c
     const auto epoch_start = std::chrono::steady_clock::now();
     for (std::size_t first = 0; first < order.size(); first += std::size_t(o.batch)) {
       const std::size_t count = std::min(order.size() - first, std::size_t(o.batch));
-      const batch_data b = make_batch(data, data.train, {order.data() + first, count}, globals);
+      const runner::batch_data b =
+          runner::make_batch(data, data.train, {order.data() + first, count}, globals);
       model.loss_and_backward(b.tokens, b.batch, b.n, b.labels);
       if (o.clip > 0) nn::clip_grad_norm(params, o.clip);
       std::visit([&](auto& opt_) { opt_.step(params); }, opt);
@@ -319,6 +252,12 @@ run_summary train_one(const options& o, const Policy& policy, index_t globals, c
     s.final_train_loss = train_loss;
   }
   s.steps_per_second = double(steps) / train_seconds;
+  if (o.save) {
+    std::ostringstream meta;
+    meta << "task=" << o.task << " policy=" << o.policy << " seed=" << seed << " train=" << o.train
+         << " test=" << o.test << " length=" << o.length << " epochs=" << o.epochs;
+    nn::save_checkpoint(path + ".params", c, params, meta.str());
+  }
   return s;
 }
 
@@ -350,10 +289,11 @@ int main(int argc, char** argv) {
 #endif
   try {
     for (const std::uint64_t seed : o.seeds) {
-      const std::string csv = o.out + "/" + o.task + "_" + file_safe(o.policy) + "_seed" +
-                              std::to_string(seed) + ".csv";
+      const std::string path =
+          o.out + "/" + o.task + "_" + file_safe(o.policy) + "_seed" + std::to_string(seed);
+      const std::string csv = path + ".csv";
       const run_summary s = std::visit(
-          [&](const auto& p) { return train_one(o, p, globals, exec, seed, csv); }, policy);
+          [&](const auto& p) { return train_one(o, p, globals, exec, seed, path); }, policy);
       std::printf(
           "%s %s seed %llu: convergence epoch %td, best test acc %.3f, last test acc %.3f, "
           "final train loss %.4f, %.1f steps/s (%s)\n",

@@ -7,7 +7,9 @@
 // (semfocus/semfocus.hpp does not include it). Single-threaded Eigen; never enables its threading.
 
 #include "semfocus/nn/attention.hpp"
+#include "semfocus/nn/checkpoint.hpp"
 #include "semfocus/nn/init.hpp"
+#include "semfocus/nn/landscape.hpp"
 #include "semfocus/nn/layers.hpp"
 #include "semfocus/nn/model.hpp"
 #include "semfocus/nn/optim.hpp"
