@@ -205,6 +205,39 @@ inline std::string gnuplot_script(const std::string& title, std::span<const plot
   return out.str();
 }
 
+/// \brief The gnuplot script of examples/theory.cpp's figure `landscape.png`: two heat maps side
+/// by side, left.band_csv and right.band_csv being landscape CSVs (header a,b,loss, one grid row
+/// per block), titled by their `policy` fields, on one colour scale [lo, hi]. O(1).
+inline std::string landscape_script(const std::string& terminal, const plot_series& left,
+                                    const plot_series& right, double lo, double hi) {
+  std::ostringstream out;
+  out << "# Drawn by semfocus theory: run `gnuplot landscape.gp` in this directory.\n"
+      << "set datafile separator ','\n"
+      << (terminal == "pngcairo" ? "set terminal pngcairo noenhanced size 1200,560 font ',11'\n"
+                                 : "set terminal png noenhanced size 1200,560\n")
+      << "set output 'landscape.png'\n"
+      << "set multiplot layout 1,2 title 'training loss on theta + a d1 + b d2 "
+      << "(directions normalised per tensor)'\n"
+      << "set size ratio -1\nset xlabel 'a'\nset ylabel 'b'\nset palette rgbformulae 33,13,10\n"
+      << "set cbrange [" << lo << ":" << hi << "]\nset autoscale xfix\nset autoscale yfix\n";
+  for (const plot_series* s : {&left, &right})
+    out << "set title " << gnuplot_quote(s->policy) << "\nplot " << gnuplot_quote(s->band_csv)
+        << " skip 1 using 1:2:3 with image notitle\n";
+  out << "unset multiplot\nunset output\n";
+  return out.str();
+}
+
+/// \brief Writes `script` to `dir`/`name` and runs gnuplot on it in `dir`, its output in
+/// `dir`/<name without .gp>.log. Returns "" on success, else how gnuplot ended (wait_process).
+/// Blocks for one gnuplot run. \throws std::runtime_error if the script cannot be written or
+/// gnuplot cannot be started.
+inline std::string run_gnuplot(const std::string& dir, const std::string& name,
+                               const std::string& script) {
+  write_text_file(dir + "/" + name, script);
+  const std::string log = dir + "/" + name.substr(0, name.rfind(".gp")) + ".log";
+  return wait_process(spawn_process({"gnuplot", "-e", "cd " + gnuplot_quote(dir), name}, log));
+}
+
 /// \brief What write_figures did.
 struct figures_result {
   std::vector<std::string> band_csvs;  // written band CSVs (full paths)
@@ -236,9 +269,7 @@ inline figures_result write_figures(const std::string& dir, const std::string& t
   }
   r.terminal = gnuplot_has_terminal("pngcairo") ? "pngcairo" : "png";
   r.script = dir + "/plots.gp";
-  write_text_file(r.script, gnuplot_script(title, series, r.terminal));
-  const std::string how = wait_process(
-      spawn_process({"gnuplot", "-e", "cd " + gnuplot_quote(dir), "plots.gp"}, dir + "/plots.log"));
+  const std::string how = run_gnuplot(dir, "plots.gp", gnuplot_script(title, series, r.terminal));
   r.drawn = how.empty();
   r.message = r.drawn ? "drew " + dir + "/train_loss.png and " + dir + "/test_acc.png (gnuplot, " +
                             r.terminal + ")"
