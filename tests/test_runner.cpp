@@ -16,9 +16,12 @@
 #include <vector>
 
 #include "runner/plot.hpp"
+#include "runner/policy_spec.hpp"
 #include "runner/stats.hpp"
+#include "support/errors.hpp"
 
 using namespace semfocus::runner;
+using semfocus::test::contains;
 
 namespace {
 
@@ -259,6 +262,59 @@ TEST_CASE("runner: band CSV and gnuplot script") {
   CHECK(cairo.find("'band_full.csv' skip 1 using 1:12 with lines lw 2 lc rgb '#1f77b4' title "
                    "'full'") != std::string::npos);
   CHECK(gnuplot_script("t", series, "png").find("set terminal png truecolor") != std::string::npos);
+}
+
+TEST_CASE("runner: policy specs parse to kind, k, globals and tau, and malformed specs do not") {
+  const auto full = parse_policy_spec("full");
+  REQUIRE(full);
+  CHECK(full->kind == "full");
+  CHECK(parse_policy_spec("dense")->kind == "full");
+  const auto topk = parse_policy_spec("topk:5");
+  REQUIRE(topk);
+  CHECK((topk->kind == "topk" && topk->k == 5 && topk->globals == 0));
+  const auto bg = parse_policy_spec("banded:9+g3");
+  REQUIRE(bg);
+  CHECK((bg->kind == "banded" && bg->k == 9 && bg->globals == 3));
+  const auto blk = parse_policy_spec("block:4+g1");
+  REQUIRE(blk);
+  CHECK((blk->kind == "block" && blk->k == 4 && blk->globals == 1));
+  const auto th = parse_policy_spec("threshold:2.5");
+  REQUIRE(th);
+  CHECK((th->kind == "threshold" && th->tau == 2.5));
+  CHECK(parse_policy_spec("threshold:0")->tau == 0);
+  for (const char* bad : {"", "topk", "topk:", "topk:0", "topk:-1", "topk:5+g1", "topk:2.5",
+                          "banded:5+g0", "banded:5+g", "block:x", "threshold:-1", "threshold:inf",
+                          "threshold:nan", "sparse:3", "full:1", "topk:5 "})
+    CHECK_MESSAGE(!parse_policy_spec(bad), bad);
+  CHECK(parse_integer("18", 1) == 18);
+  CHECK(!parse_integer("0", 1));
+  CHECK(!parse_integer("1e3", 0));
+  CHECK(!parse_integer("1234567890123456789", 0));  // more than 18 digits
+  CHECK(parse_number("0.5", 0, true) == 0.5);
+  CHECK(!parse_number("0", 0, true));
+  CHECK(parse_number("0", 0, false) == 0.0);
+  CHECK(!parse_number("1x", 0));
+}
+
+TEST_CASE("runner: the landscape figure's gnuplot script") {
+  const std::string s = landscape_script("pngcairo", {"full", "landscape_full.csv"},
+                                         {"top-k(5)", "landscape_topk.csv"}, 0.25, 3.5);
+  CHECK(contains(s, "set terminal pngcairo"));
+  CHECK(contains(s, "set output 'landscape.png'"));
+  CHECK(contains(s, "set multiplot layout 1,2"));
+  CHECK(contains(s, "set cbrange [0.25:3.5]"));
+  const std::size_t left = s.find(
+      "set title 'full'\nplot 'landscape_full.csv' skip 1 using "
+      "1:2:3 with image notitle");
+  const std::size_t right = s.find(
+      "set title 'top-k(5)'\nplot 'landscape_topk.csv' skip 1 "
+      "using 1:2:3 with image notitle");
+  CHECK(left != std::string::npos);
+  CHECK(right != std::string::npos);
+  CHECK(left < right);
+  CHECK(contains(s, "unset multiplot"));
+  CHECK(contains(landscape_script("png", {"a", "b.csv"}, {"c", "d.csv"}, 0, 1),
+                 "set terminal png noenhanced"));
 }
 
 TEST_CASE("runner: the pipeline through train when SEMFOCUS_TRAIN_BINARY is set") {
