@@ -120,6 +120,11 @@ void save_checkpoint(const std::string& path, const model_config& config,
   write_checkpoint(out, config, params, meta);
 }
 
+/// \brief Largest side and size of a stored tensor that read_checkpoint accepts (a guard against
+/// corrupt shapes, far above any model of this library).
+inline constexpr index_t max_tensor_side = index_t(1) << 31;
+inline constexpr index_t max_tensor_size = index_t(1) << 34;
+
 /// \brief Parses a checkpoint written by write_checkpoint. O(file size).
 /// \throws invalid_argument naming the first thing that is not as the format above says.
 inline checkpoint read_checkpoint(std::istream& in) {
@@ -147,9 +152,12 @@ inline checkpoint read_checkpoint(std::istream& in) {
   m.ln_eps = detail::parse_real(word, "config ln_eps");
   in >> word;
   m.first_ln_eps = detail::parse_real(word, "config first_ln_eps");
-  unsigned long long seed = 0;
-  if (!(in >> seed)) checkpoint_error("config seed must be an unsigned integer");
-  m.seed = seed;
+  in >> word;
+  if (word.empty() || word.size() > 20 || word.find_first_not_of("0123456789") != std::string::npos)
+    checkpoint_error("config seed must be an unsigned integer, got '" + word + "'");
+  errno = 0;
+  m.seed = std::strtoull(word.c_str(), nullptr, 10);
+  if (errno == ERANGE) checkpoint_error("config seed must be < 2^64, got '" + word + "'");
   try {
     m.validate();
   } catch (const invalid_argument& e) {
@@ -165,10 +173,14 @@ inline checkpoint read_checkpoint(std::istream& in) {
     if (!(in >> s.name)) checkpoint_error("tensor " + std::to_string(t) + " is missing");
     s.rows = detail::parse_count(in, "tensor rows");
     s.cols = detail::parse_count(in, "tensor cols");
-    s.values.resize(std::size_t(s.rows * s.cols));
-    for (double& v : s.values) {
+    if (s.rows > max_tensor_side || s.cols > max_tensor_side || s.rows * s.cols > max_tensor_size)
+      checkpoint_error("tensor '" + s.name + "' has an implausible shape [" +
+                       std::to_string(s.rows) + ", " + std::to_string(s.cols) + "]");
+    // Values are appended as read, so a truncated file fails before a large allocation.
+    const std::string what = "a value of tensor '" + s.name + "'";
+    for (index_t x = 0; x < s.rows * s.cols; ++x) {
       if (!(in >> word)) checkpoint_error("tensor '" + s.name + "' is truncated");
-      v = detail::parse_real(word, "a value");
+      s.values.push_back(detail::parse_real(word, what.c_str()));
     }
     c.tensors.push_back(std::move(s));
   }
@@ -189,21 +201,27 @@ inline checkpoint load_checkpoint(const std::string& path) {
 }
 
 /// \brief Copies the stored values into `params` (values converted to T; gradients untouched).
-/// The tensors must match in count, order, name and shape. O(total size).
-/// \throws invalid_argument naming the first mismatch.
+/// The tensors must match in count, order, name and shape; nothing is copied unless all do.
+/// O(total size). \throws invalid_argument naming the first mismatch.
 template <class T>
 void restore(const parameter_list<T>& params, const checkpoint& c) {
   constexpr const char* fn = "semfocus::nn::restore";
   semfocus::detail::require(c.tensors.size() == params.size(), fn, ": the checkpoint has ",
                             c.tensors.size(), " tensors, the model expects ", params.size());
-  for (std::size_t t = 0; t < params.size(); ++t) {
-    parameter<T>& p = *params[t];
+  for (std::size_t t = 0; t < params.size(); ++t) {  // every check before any copy
+    const parameter<T>& p = *params[t];
     const stored_tensor& s = c.tensors[t];
     semfocus::detail::require(s.name == p.name, fn, ": tensor ", t, " must be named '", p.name,
                               "', got '", s.name, "'");
-    semfocus::detail::require(s.rows == p.value.rows() && s.cols == p.value.cols(), fn,
-                              ": tensor '", p.name, "' must be [", p.value.rows(), ", ",
-                              p.value.cols(), "], got [", s.rows, ", ", s.cols, "]");
+    semfocus::detail::require(s.rows == p.value.rows() && s.cols == p.value.cols() &&
+                                  s.values.size() == std::size_t(s.rows * s.cols),
+                              fn, ": tensor '", p.name, "' must be [", p.value.rows(), ", ",
+                              p.value.cols(), "], got [", s.rows, ", ", s.cols, "] with ",
+                              s.values.size(), " values");
+  }
+  for (std::size_t t = 0; t < params.size(); ++t) {
+    parameter<T>& p = *params[t];
+    const stored_tensor& s = c.tensors[t];
     for (index_t r = 0; r < s.rows; ++r)
       for (index_t col = 0; col < s.cols; ++col)
         p.value(r, col) = T(s.values[std::size_t(r * s.cols + col)]);

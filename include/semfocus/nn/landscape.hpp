@@ -46,9 +46,10 @@ struct landscape_grid {
   double extent = 1;   ///< e: the grid covers [-e, e]^2
   std::vector<double> loss;
 
-  /// \brief The coordinate of grid index i: -e + 2 e i / (G - 1).
+  /// \brief The coordinate of grid index i: e (2 i - (G - 1)) / (G - 1) = -e + 2 e i / (G - 1),
+  /// written so that the grid is exactly symmetric and an odd G has its centre at exactly 0.
   double coord(index_t i) const noexcept {
-    return -extent + 2 * extent * double(i) / double(points - 1);
+    return extent * double(2 * i - (points - 1)) / double(points - 1);
   }
   /// \brief The grid step h = 2 e / (G - 1).
   double step() const noexcept { return 2 * extent / double(points - 1); }
@@ -115,14 +116,16 @@ struct landscape_lipschitz {
 inline constexpr std::array<double, 4> landscape_levels = {0.50, 0.75, 0.95, 0.99};
 
 /// \brief Step 3 above for each radius. Time O(G^2 log G) per radius.
-/// \throws invalid_argument if the grid is not filled (size G^2, G >= 2), holds a non-finite
-/// value, or a radius is negative or NaN.
+/// \throws invalid_argument if the grid is not filled (size G^2, G >= 2), its extent is not
+/// finite and > 0, it holds a non-finite value, or a radius is negative or NaN.
 inline std::vector<landscape_lipschitz> neighbour_lipschitz(const landscape_grid& grid,
                                                             std::span<const double> radii) {
   constexpr const char* fn = "semfocus::nn::neighbour_lipschitz";
   semfocus::detail::require(
       grid.points >= 2 && grid.loss.size() == std::size_t(grid.points * grid.points), fn,
       ": the grid must be G x G with G >= 2");
+  semfocus::detail::require(std::isfinite(grid.extent) && grid.extent > 0, fn,
+                            ": grid.extent must be finite and > 0, got ", grid.extent);
   for (const double v : grid.loss)
     semfocus::detail::require(std::isfinite(v), fn, ": every grid loss must be finite, got ", v);
   std::vector<landscape_lipschitz> out;
