@@ -43,6 +43,9 @@ its seeds and draws the paper's two figures.
   --threads N          threads of each train process, as train's --threads (default 1)
   --out DIR            output directory (default compare_out)
   --train-binary PATH  the trainer (default: `train` next to this executable)
+  --reuse              keep every run whose CSV in DIR/runs already has --epochs rows (train's
+                       default 100 if not given) instead of training it again: resumes an
+                       interrupted comparison, or re-summarises finished runs
   --save               each run also saves its final parameters (train --save):
                        runs/<task>_<policy>_seed<S>.params, the input of the theory example
   --help               this text
@@ -76,7 +79,8 @@ struct options {
   std::vector<std::uint64_t> seeds;
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
   unsigned threads = 1;
-  bool save = false;  // pass --save: each run's final parameters next to its CSV
+  bool save = false;   // pass --save: each run's final parameters next to its CSV
+  bool reuse = false;  // keep complete run CSVs already in DIR/runs instead of training again
   std::vector<std::pair<std::string, std::string>> passed;  // train options, in given order
 };
 
@@ -154,8 +158,8 @@ options parse(int argc, char** argv) {
       std::fputs(text.c_str(), stdout);
       std::exit(0);
     }
-    if (arg == "--save") {
-      o.save = true;
+    if (arg == "--save" || arg == "--reuse") {
+      (arg == "--save" ? o.save : o.reuse) = true;
       continue;
     }
     if (arg.rfind("--", 0) != 0) fail("unexpected argument '" + arg + "'");
@@ -227,6 +231,7 @@ struct job {
   std::uint64_t seed = 0;
   std::string log, failure;  // failure: "" on success
   std::chrono::steady_clock::time_point start;
+  bool reused = false;  // a complete CSV was already there (--reuse)
 };
 
 }  // namespace
@@ -248,8 +253,23 @@ int main(int argc, char** argv) {
     for (const std::string& p : o.policies) {
       const std::string csv = runner::run_file_name(o.task, p, seed);
       jobs.push_back(
-          {p, seed, runs_dir + "/logs/" + csv.substr(0, csv.size() - 4) + ".log", "", {}});
+          {p, seed, runs_dir + "/logs/" + csv.substr(0, csv.size() - 4) + ".log", "", {}, false});
     }
+  std::size_t reused = 0;
+  if (o.reuse) {
+    std::size_t epochs = 100;  // train's default
+    for (const auto& [name, value] : o.passed)
+      if (name == "epochs") epochs = std::stoul(value);
+    for (job& j : jobs) {
+      const std::string csv = runs_dir + "/" + runner::run_file_name(o.task, j.policy, j.seed);
+      try {
+        j.reused = std::filesystem::exists(csv) && runner::read_run_csv(csv).size() >= epochs;
+      } catch (const runner::csv_error&) {
+        j.reused = false;  // incomplete or damaged: train again
+      }
+      reused += j.reused;
+    }
+  }
   const unsigned parallel = std::min<unsigned>(o.jobs, unsigned(jobs.size()));
   std::printf("compare: %zu runs (%zu policies x %zu seeds) of %s, %u at once, %u thread(s) each\n",
               jobs.size(), o.policies.size(), o.seeds.size(), o.task.c_str(), parallel, o.threads);
@@ -264,6 +284,13 @@ int main(int argc, char** argv) {
   while (next < jobs.size() || !running.empty()) {
     while (next < jobs.size() && running.size() < parallel) {
       job& j = jobs[next];
+      if (j.reused) {
+        ++next;
+        ++finished;
+        std::printf("[%zu/%zu] %s seed %llu: reused the complete CSV\n", finished, jobs.size(),
+                    j.policy.c_str(), static_cast<unsigned long long>(j.seed));
+        continue;
+      }
       std::vector<std::string> args = {o.train_binary, "--task", o.task, "--policy", j.policy};
       args.insert(args.end(), {"--seeds", std::to_string(j.seed), "--out", runs_dir});
       args.insert(args.end(), {"--threads", std::to_string(o.threads), "--quiet"});
@@ -339,12 +366,14 @@ int main(int argc, char** argv) {
 
   std::string seeds;
   for (const std::uint64_t s : o.seeds) seeds += (seeds.empty() ? "" : ", ") + std::to_string(s);
-  std::string md = "# semfocus comparison: " + o.task + "\n\nProduced by\n\n    " + command +
-                   "\n\n" + std::to_string(jobs.size()) +
-                   " runs: " + std::to_string(o.policies.size()) + " policies x seeds " + seeds +
-                   ", trainer `" + o.train_binary + "`, " + std::to_string(parallel) +
-                   " at once, " + std::to_string(o.threads) + " thread(s) each, " +
-                   runner::format_number(total, 1) + " s in all. Run CSVs and logs in `runs/`.\n\n";
+  std::string md =
+      "# semfocus comparison: " + o.task + "\n\nProduced by\n\n    " + command + "\n\n" +
+      std::to_string(jobs.size()) + " runs: " + std::to_string(o.policies.size()) +
+      " policies x seeds " + seeds + ", trainer `" + o.train_binary + "`, " +
+      std::to_string(parallel) + " at once, " + std::to_string(o.threads) + " thread(s) each, " +
+      runner::format_number(total, 1) + " s in all" +
+      (reused ? " (" + std::to_string(reused) + " runs reused from an earlier call)" : "") +
+      ". Run CSVs and logs in `runs/`.\n\n";
   const std::string table = runner::markdown_table(summaries);
   md += table + "\n" + runner::markdown_notes(summaries);
   if (failed > 0) {
