@@ -219,7 +219,8 @@ inline std::string landscape_script(const std::string& terminal, const plot_seri
       << "set multiplot layout 1,2 title 'training loss on theta + a d1 + b d2 "
       << "(directions normalised per tensor)'\n"
       << "set size ratio -1\nset xlabel 'a'\nset ylabel 'b'\nset palette rgbformulae 33,13,10\n"
-      << "set cbrange [" << lo << ":" << hi << "]\nset autoscale xfix\nset autoscale yfix\n";
+      << "set format cb '%g'\nset cbrange [" << lo << ":" << hi
+      << "]\nset autoscale xfix\nset autoscale yfix\n";
   for (const plot_series* s : {&left, &right})
     out << "set title " << gnuplot_quote(s->policy) << "\nplot " << gnuplot_quote(s->band_csv)
         << " skip 1 using 1:2:3 with image notitle\n";
