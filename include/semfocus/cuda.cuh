@@ -17,6 +17,8 @@
 #include "semfocus/backend/cuda/check.cuh"
 #include "semfocus/backend/cuda/dispatch.cuh"
 #include "semfocus/backend/cuda/exec.cuh"
+#include "semfocus/backend/cuda/flash.cuh"
+#include "semfocus/backend/cuda/flash_launch.cuh"
 #include "semfocus/backend/cuda/launch.cuh"
 #include "semfocus/backend/cuda/naive.cuh"
 #include "semfocus/backend/cuda/scalar.cuh"

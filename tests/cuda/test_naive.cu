@@ -34,6 +34,10 @@ using sf::test::error_message;
 
 namespace {
 
+/// The backend under test: the naive kernels (exec::cuda defaults to the tiled ones,
+/// test_flash.cu).
+constexpr sf::exec::cuda_t naive_cuda = sf::exec::cuda.naive();
+
 /// Owning device array of n elements of T, filled from / read back into host vectors.
 template <class T>
 struct device_array {
@@ -162,7 +166,7 @@ struct device_result {
 template <class T, class Policy>
 device_result<Policy, T> run_device(const Policy& p,
                                     const sf::test::problem<sf::cuda_score_t<T>>& pr,
-                                    const sf::exec::cuda_t& ex = sf::exec::cuda) {
+                                    const sf::exec::cuda_t& ex = naive_cuda) {
   const sf::attention_shape& s = pr.shape;
   const device_array<T> q(to_storage<T>(pr.q.data)), k(to_storage<T>(pr.k.data)),
       v(to_storage<T>(pr.v.data)), d_out(to_storage<T>(pr.d_out.data));
@@ -325,14 +329,14 @@ TEST_CASE("cuda: results are bit-reproducible, on the default stream or a user s
   cudaStream_t stream = nullptr;
   SEMFOCUS_CUDA_CHECK(cudaStreamCreate(&stream));
   const auto a = run_device<float>(sf::top_k(5), pr);
-  const auto b = run_device<float>(sf::top_k(5), pr, sf::exec::cuda.on(stream));
+  const auto b = run_device<float>(sf::top_k(5), pr, naive_cuda.on(stream));
   SEMFOCUS_CUDA_CHECK(cudaStreamDestroy(stream));
   CHECK(a.out == b.out);
   CHECK(a.dq == b.dq);
   CHECK(a.dk == b.dk);
   CHECK(a.dv == b.dv);
   CHECK(a.record.lse == b.record.lse);
-  static_assert(std::is_same_v<decltype(sf::exec::cuda.on(stream)), sf::exec::cuda_t>);
+  static_assert(std::is_same_v<decltype(naive_cuda.on(stream)), sf::exec::cuda_t>);
 }
 
 TEST_CASE("cuda: a reference record drives the device backward to the same gradients") {
@@ -344,7 +348,7 @@ TEST_CASE("cuda: a reference record drives the device backward to the same gradi
       out(ref.out.data);
   const device_array<float> dq(std::size_t(s.q().size())), dk(std::size_t(s.k().size())),
       dv(std::size_t(s.v().size()));
-  sf::backward(sf::exec::cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
+  sf::backward(naive_cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
                d_out.view(s.out()), ref.record, dq.view(s.q()), dk.view(s.k()), dv.view(s.v()));
   CHECK(rel_diff(to_doubles(dq.host()), to_doubles(ref.dq.data)) <= tolerance<float>);
   CHECK(rel_diff(to_doubles(dk.host()), to_doubles(ref.dk.data)) <= tolerance<float>);
@@ -368,7 +372,7 @@ TEST_CASE("cuda: a strided [batch, seq, heads, dim] layout") {
   const device_array<float> q(q_bshd), k(pr.k.data), v(pr.v.data);
   const device_array<float> out(std::size_t(s.out().size()));
   const auto rec = sf::forward(
-      sf::exec::cuda, sf::top_k(5), sf::tensor_view<const float>(q.ptr, s.q(), bshd(s.q())),
+      naive_cuda, sf::top_k(5), sf::tensor_view<const float>(q.ptr, s.q(), bshd(s.q())),
       k.view(s.k()), v.view(s.v()), sf::tensor_view<float>(out.ptr, s.out(), bshd(s.out())));
   const std::vector<float> got = out.host();
   const sf::tensor_view<const float> ov(got.data(), s.out(), bshd(s.out()));
@@ -398,7 +402,7 @@ TEST_CASE("cuda: argument errors throw before any device work, with the CPU back
   };
   same_error(
       [&] {
-        sf::forward(sf::exec::cuda, p, sf::tensor_view<const float>(nullptr, s.q()), k.view(s.k()),
+        sf::forward(naive_cuda, p, sf::tensor_view<const float>(nullptr, s.q()), k.view(s.k()),
                     v.view(s.v()), out.view(s.out()));
       },
       [&] {
@@ -408,7 +412,7 @@ TEST_CASE("cuda: argument errors throw before any device work, with the CPU back
       "semfocus::forward: q data is null");
   same_error(
       [&] {
-        sf::forward(sf::exec::cuda, p, q.view(s.q()), sf::tensor_view<const float>(k.ptr, bad_k),
+        sf::forward(naive_cuda, p, q.view(s.q()), sf::tensor_view<const float>(k.ptr, bad_k),
                     v.view(s.v()), out.view(s.out()));
       },
       [&] {
@@ -419,7 +423,7 @@ TEST_CASE("cuda: argument errors throw before any device work, with the CPU back
       "semfocus::forward: k must have shape");
   same_error(
       [&] {
-        sf::forward(sf::exec::cuda, sf::top_k(99), q.view(s.q()), k.view(s.k()), v.view(s.v()),
+        sf::forward(naive_cuda, sf::top_k(99), q.view(s.q()), k.view(s.k()), v.view(s.v()),
                     out.view(s.out()));
       },
       [&] {
@@ -429,7 +433,7 @@ TEST_CASE("cuda: argument errors throw before any device work, with the CPU back
       "k must be in [1, n_k]");
   same_error(
       [&] {
-        sf::forward(sf::exec::cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()),
+        sf::forward(naive_cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()),
                     sf::tensor_view<float>(q.ptr, s.out()));
       },
       [&] {
@@ -439,35 +443,35 @@ TEST_CASE("cuda: argument errors throw before any device work, with the CPU back
       "out overlaps the memory of q");
   // Pageable host memory is rejected by the CUDA backend only.
   const std::string host = error_message([&] {
-    sf::forward(sf::exec::cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()),
+    sf::forward(naive_cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()),
                 sf::tensor_view<float>(host_out.data(), s.out()));
   });
   CHECK(contains(host, "semfocus::forward: out must address device memory"));
   // A record whose forward failed is then rejected by backward (below).
   sf::forward_record_t<sf::top_k, float> failed;
   CHECK(contains(error_message([&] {
-                   sf::forward(sf::exec::cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()),
+                   sf::forward(naive_cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()),
                                sf::tensor_view<float>(host_out.data(), s.out()), failed);
                  }),
                  "must address device memory"));
   // Backward: a gradient of the wrong shape, a record of another shape, an unfilled record.
-  auto rec = sf::forward(sf::exec::cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()),
-                         out.view(s.out()));
+  auto rec =
+      sf::forward(naive_cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()));
   const device_array<float> dq(std::size_t(s.q().size())), dk(std::size_t(s.k().size())),
       dv(std::size_t(s.v().size()));
   const std::string wrong_dq = error_message([&] {
-    sf::backward(sf::exec::cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
+    sf::backward(naive_cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
                  out.view(s.out()), rec, dq.view(s.k()), dk.view(s.k()), dv.view(s.v()));
   });
   CHECK(contains(wrong_dq, "semfocus::backward: dq must have shape"));
   rec.shape.n_q += 1;
   const std::string wrong_record = error_message([&] {
-    sf::backward(sf::exec::cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
+    sf::backward(naive_cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
                  out.view(s.out()), rec, dq.view(s.q()), dk.view(s.k()), dv.view(s.v()));
   });
   CHECK(contains(wrong_record, "semfocus::backward: record was made for shape"));
   const std::string unfilled = error_message([&] {
-    sf::backward(sf::exec::cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
+    sf::backward(naive_cuda, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
                  out.view(s.out()), failed, dq.view(s.q()), dk.view(s.k()), dv.view(s.v()));
   });
   CHECK(contains(unfilled, "semfocus::backward: record was not filled by forward"));
@@ -475,7 +479,7 @@ TEST_CASE("cuda: argument errors throw before any device work, with the CPU back
   const device_array<__half> hq(to_storage<__half>(pr.q.data));
   const device_array<__half> hout(std::size_t(s.out().size()));
   const std::string half_null = error_message([&] {
-    sf::forward(sf::exec::cuda, p, hq.view(s.q()), hq.view(s.q()),
+    sf::forward(naive_cuda, p, hq.view(s.q()), hq.view(s.q()),
                 sf::tensor_view<const __half>(nullptr, s.v()), hout.view(s.out()));
   });
   CHECK(contains(half_null, "semfocus::forward: v data is null"));

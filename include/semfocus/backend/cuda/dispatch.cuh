@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "semfocus/backend/cuda/exec.cuh"
+#include "semfocus/backend/cuda/flash_launch.cuh"
 #include "semfocus/backend/cuda/launch.cuh"
 #include "semfocus/backend/cuda/scalar.cuh"
 #include "semfocus/backend/dispatch.hpp"
@@ -17,10 +18,16 @@
 //  - Every tensor view (q, k, v, out, d_out, dq, dk, dv) and an explicit_mask's mask address device
 //    memory of the current device (cudaMalloc, managed, or mapped page-locked memory); a pageable
 //    host pointer is rejected with invalid_argument.
+//  - Kernels: exec::cuda runs the tiled kernels (flash.cuh) for float, __half and
+//    __nv_bfloat16; exec::cuda.naive() runs the naive ones (naive.cuh); double always runs the
+//    naive ones. The public forward / backward are the same for both.
 //  - The record is the same host object as for every backend (core/record.hpp): forward copies
-//    the row log-sum-exp and statistics back into it, backward copies them to the device. Since
-//    the scores are bit-identical to the reference backend's (naive.cuh), a record made by
-//    either backend serves the other's backward with the same kept sets.
+//    the row log-sum-exp and statistics back into it, backward copies them to the device. The
+//    naive kernels' scores are bit-identical to the reference backend's, so a record made by
+//    either serves the other's backward with the same kept sets. The tiled kernels' scores are
+//    float fma chains (equal to the reference's when the float sum is exact): their records
+//    agree with the others' except for scores within float rounding of a selection boundary
+//    (a near-tie of top-k, a near-threshold score).
 //  - Calls are ordered on exec.stream and return when the stream has finished them.
 //  - float and double as on the CPU; __half and __nv_bfloat16 through the overloads below, with
 //    float scores and a forward_record_t<Policy, float>.
@@ -28,20 +35,20 @@
 //    device work.
 namespace semfocus {
 
-/// \brief The CUDA backend's forward for float and double (naive kernels); see the file comment
-/// and semfocus::forward.
+/// \brief The CUDA backend's forward for float and double (tiled or naive kernels); see the file
+/// comment and semfocus::forward.
 template <class Policy, class T>
 requires attention_policy<Policy, T>
 struct forward_impl<exec::cuda_t, Policy, T> {
   static void run(const exec::cuda_t& ex, const Policy& p, const tensor_view<const T>& q,
                   const tensor_view<const T>& k, const tensor_view<const T>& v,
                   const tensor_view<T>& out, forward_record_t<Policy, T>& rec) {
-    backend::cuda::run_forward(ex, p, q, k, v, out, rec);
+    backend::cuda::forward_on_device(ex, p, q, k, v, out, rec);
   }
 };
 
-/// \brief The CUDA backend's backward for float and double (naive kernels); see the file comment
-/// and semfocus::backward.
+/// \brief The CUDA backend's backward for float and double (tiled or naive kernels); see the file
+/// comment and semfocus::backward.
 template <class Policy, class T>
 requires attention_policy<Policy, T>
 struct backward_impl<exec::cuda_t, Policy, T> {
@@ -50,12 +57,13 @@ struct backward_impl<exec::cuda_t, Policy, T> {
                   const tensor_view<const T>& out, const tensor_view<const T>& d_out,
                   const forward_record_t<Policy, T>& rec, const tensor_view<T>& dq,
                   const tensor_view<T>& dk, const tensor_view<T>& dv) {
-    backend::cuda::run_backward(ex, p, q, k, v, out, d_out, rec, dq, dk, dv);
+    backend::cuda::backward_on_device(ex, p, q, k, v, out, d_out, rec, dq, dk, dv);
   }
 };
 
 /// \brief Attention forward on the GPU for 16-bit elements (__half, __nv_bfloat16): as
-/// semfocus::forward, with scores, statistics and the record in float and every sum in double;
+/// semfocus::forward, with scores, statistics and the record in float and every sum in float
+/// (tiled kernels, the default) or double (exec::cuda.naive());
 /// out is rounded once to T.
 ///
 /// Shapes: q [batch, heads, n_q, d], k [batch, heads, n_k, d], v [batch, heads, n_k, d_v],
@@ -77,7 +85,7 @@ void forward(const exec::cuda_t& exec, const Policy& policy,
   detail::check_disjoint(fn, "out", out, "v", v);
   validate_policy(policy, s);
   record.reset(policy, s, detail::resolve_scale(fn, options, s.d));
-  backend::cuda::run_forward(exec, policy, q, k, v, out, record);
+  backend::cuda::forward_on_device(exec, policy, q, k, v, out, record);
 }
 
 /// \brief As above, returning a new record.
@@ -92,8 +100,8 @@ requires attention_policy<Policy, float> forward_record_t<Policy, float> forward
 }
 
 /// \brief Attention backward on the GPU for 16-bit elements: as semfocus::backward (dq, dk, dv
-/// overwritten, the record's kept sets held constant), every sum in double, each gradient
-/// rounded once to T. `out` is checked but not read (D_i = sum_j P_ij dP_ij).
+/// overwritten, the record's kept sets held constant), sums in float (tiled) or double (naive),
+/// each gradient rounded once to T. `out` is checked but not read (D_i = sum_j P_ij dP_ij).
 ///
 /// Shapes as forward; d_out like out, dq like q, dk like k, dv like v, all device memory.
 /// Time O(batch heads n_q n_k (d + d_v)) on the device.
@@ -128,7 +136,7 @@ void backward(const exec::cuda_t& exec, const Policy& policy,
   detail::check_disjoint(fn, "dk", dk, "dv", dv);
   validate_policy(policy, s);
   detail::check_record(fn, record, policy, s);
-  backend::cuda::run_backward(exec, policy, q, k, v, out, d_out, record, dq, dk, dv);
+  backend::cuda::backward_on_device(exec, policy, q, k, v, out, d_out, record, dq, dk, dv);
 }
 
 }  // namespace semfocus
