@@ -29,6 +29,8 @@
 #include "support/margins.hpp"
 #include "support/tensors.hpp"
 
+#include "device_support.cuh"
+
 namespace sf = semfocus;
 namespace sfc = semfocus::backend::cuda;
 using sf::index_t;
@@ -36,6 +38,8 @@ using sf::test::contains;
 using sf::test::error_message;
 
 namespace {
+
+using namespace semfocus::test::cuda;
 
 constexpr sf::exec::cuda_t tiled = sf::exec::cuda;
 constexpr sf::exec::cuda_t naive = sf::exec::cuda.naive();
@@ -49,143 +53,6 @@ template <class T>
 constexpr double tolerance = std::is_same_v<T, float>    ? 1e-4
                              : std::is_same_v<T, __half> ? 2e-3
                                                          : 1.6e-2;
-
-/// Rows whose log-sum-exp differ (float against double): infinities at other places, or finite
-/// values apart by more than 1e-5 (1 + |lse|). Also counts the empty rows of `ref`.
-struct lse_comparison {
-  std::size_t mismatches = 0, empty_rows = 0;
-};
-inline lse_comparison compare_lse(const std::vector<double>& a, const std::vector<double>& ref) {
-  lse_comparison c;
-  if (a.size() != ref.size()) return {1, 0};
-  for (std::size_t x = 0; x < a.size(); ++x) {
-    c.empty_rows += ref[x] == -INFINITY;
-    const bool same = std::isinf(a[x]) || std::isinf(ref[x])
-                          ? a[x] == ref[x]
-                          : std::abs(a[x] - ref[x]) <= 1e-5 * (1 + std::abs(ref[x]));
-    c.mismatches += !same;
-  }
-  return c;
-}
-
-/// Owning device array of n elements of T, filled from / read back into host vectors.
-template <class T>
-struct device_array {
-  T* ptr = nullptr;
-  std::size_t n = 0;
-  explicit device_array(std::size_t n_) : n(n_) {
-    SEMFOCUS_CUDA_CHECK(cudaMalloc(&ptr, (n + 1) * sizeof(T)));
-    SEMFOCUS_CUDA_CHECK(cudaMemset(ptr, 0, (n + 1) * sizeof(T)));
-  }
-  explicit device_array(const std::vector<T>& h) : device_array(h.size()) {
-    SEMFOCUS_CUDA_CHECK(cudaMemcpy(ptr, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  device_array(const device_array&) = delete;
-  device_array& operator=(const device_array&) = delete;
-  ~device_array() { cudaFree(ptr); }
-  std::vector<T> host() const {
-    std::vector<T> h(n);
-    SEMFOCUS_CUDA_CHECK(cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-  sf::tensor_view<T> view(const sf::tensor_shape& s) const { return {ptr, s}; }
-};
-
-/// Host values of type S stored as T (exact when the values came from T).
-template <class T, class S>
-std::vector<T> to_storage(const std::vector<S>& a) {
-  std::vector<T> r(a.size());
-  for (std::size_t x = 0; x < a.size(); ++x) r[x] = sfc::from_double<T>(static_cast<double>(a[x]));
-  return r;
-}
-template <class T>
-std::vector<double> to_doubles(const std::vector<T>& a) {
-  std::vector<double> r(a.size());
-  for (std::size_t x = 0; x < a.size(); ++x) r[x] = sfc::to_double(a[x]);
-  return r;
-}
-
-/// max |a - b| / max(max |b|, 1e-6); +inf on a NaN, an infinity or a size mismatch.
-inline double rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double diff = 0, norm = 1e-6;
-  for (std::size_t x = 0; x < a.size(); ++x) {
-    if (!std::isfinite(a[x]) || !std::isfinite(b[x])) return INFINITY;
-    diff = std::max(diff, std::abs(a[x] - b[x]));
-    norm = std::max(norm, std::abs(b[x]));
-  }
-  return diff / norm;
-}
-
-/// The fields of the built-in and user row statistics: a score (compared bit for bit) and an
-/// index (0 where the statistic has none). Whole structs are not memcmp'ed: rank_cut<float> has
-/// padding.
-template <class T, bool Largest>
-std::pair<T, index_t> stat_key(const sf::rank_cut<T, Largest>& c) {
-  return {c.value, c.last};
-}
-template <class T>
-std::pair<T, index_t> stat_key(const sf::score_floor<T>& c) {
-  return {c.floor, 0};
-}
-template <class T>
-std::pair<T, index_t> stat_key(const user::mean_floor<T>& c) {
-  return {c.mean, 0};
-}
-
-/// Rows whose statistics differ in any bit of their fields.
-template <class Stat>
-std::size_t stat_mismatches(const std::vector<Stat>& a, const std::vector<Stat>& b) {
-  if (a.size() != b.size()) return std::max<std::size_t>(a.size(), b.size()) + 1;
-  std::size_t n = 0;
-  for (std::size_t r = 0; r < a.size(); ++r) {
-    const auto ka = stat_key(a[r]), kb = stat_key(b[r]);
-    n += ka.second != kb.second || std::memcmp(&ka.first, &kb.first, sizeof(ka.first)) != 0;
-  }
-  return n;
-}
-
-/// A problem in the score type S whose entries are exactly representable in T; with `tied`,
-/// Q and K hold multiples of 1/2 in [-1, 1] so that rows have many equal scores.
-template <class T>
-sf::test::problem<sf::cuda_score_t<T>> make_problem(const sf::attention_shape& s, unsigned seed,
-                                                    bool tied) {
-  using S = sf::cuda_score_t<T>;
-  sf::test::problem<S> pr(s, seed);
-  for (auto* t : {&pr.q, &pr.k, &pr.v, &pr.d_out})
-    for (S& x : t->data) {
-      if (tied && (t == &pr.q || t == &pr.k)) x = std::round(std::clamp(x, S(-1), S(1)) * 2) / 2;
-      x = static_cast<S>(sfc::to_double(sfc::from_double<T>(static_cast<double>(x))));
-    }
-  return pr;
-}
-
-/// Outputs of one forward + backward on the device, back on the host in double.
-template <class Policy, class T>
-struct device_result {
-  std::vector<double> out, dq, dk, dv;
-  sf::forward_record_t<Policy, sf::cuda_score_t<T>> record;
-};
-
-template <class T, class Policy>
-device_result<Policy, T> run_device(const Policy& p,
-                                    const sf::test::problem<sf::cuda_score_t<T>>& pr,
-                                    const sf::exec::cuda_t& ex = sf::exec::cuda) {
-  const sf::attention_shape& s = pr.shape;
-  const device_array<T> q(to_storage<T>(pr.q.data)), k(to_storage<T>(pr.k.data)),
-      v(to_storage<T>(pr.v.data)), d_out(to_storage<T>(pr.d_out.data));
-  const device_array<T> out(std::size_t(s.out().size())), dq(std::size_t(s.q().size())),
-      dk(std::size_t(s.k().size())), dv(std::size_t(s.v().size()));
-  device_result<Policy, T> r;
-  sf::forward(ex, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()), r.record);
-  sf::backward(ex, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
-               d_out.view(s.out()), r.record, dq.view(s.q()), dk.view(s.k()), dv.view(s.v()));
-  r.out = to_doubles(out.host());
-  r.dq = to_doubles(dq.host());
-  r.dk = to_doubles(dk.host());
-  r.dv = to_doubles(dv.host());
-  return r;
-}
 
 /// Rows whose statistics differ: the index exactly, the score bit for bit when `exact`, else
 /// within 1e-5 (1 + |score|).
@@ -250,9 +117,9 @@ lse_comparison check_against_reference(const HostPolicy& ph, const DevicePolicy&
   const auto ref = sf::test::run_reference(ph, pr);
   const auto dev = run_device<T>(pd, pr, tiled);
   const auto nai = run_device<T>(pd, pr, naive);
-  const lse_comparison lse = compare_lse(dev.record.lse, ref.record.lse);
+  const lse_comparison lse = compare_lse(dev.record.lse, ref.record.lse, 1e-5);
   CHECK(lse.mismatches == 0);
-  CHECK(compare_lse(dev.record.lse, nai.record.lse).mismatches == 0);
+  CHECK(compare_lse(dev.record.lse, nai.record.lse, 1e-5).mismatches == 0);
   if constexpr (sf::row_policy<DevicePolicy, S>) {
     CHECK(stat_mismatches_within(dev.record.stats, ref.record.stats, tied) == 0);
     CHECK(stat_mismatches_within(dev.record.stats, nai.record.stats, tied) == 0);
@@ -356,7 +223,7 @@ TEST_CASE("tiled: results are bit-reproducible, on the default stream or a user 
   SEMFOCUS_CUDA_CHECK(cudaStreamCreate(&stream));
   for (const auto& s : {tall, d64}) {
     const auto pr = make_problem<float>(s, 8, false);
-    const auto a = run_device<float>(sf::top_k(5), pr);
+    const auto a = run_device<float>(sf::top_k(5), pr, tiled);
     const auto b = run_device<float>(sf::top_k(5), pr, tiled.on(stream));
     CHECK(std::memcmp(a.out.data(), b.out.data(), a.out.size() * sizeof(double)) == 0);
     CHECK(std::memcmp(a.dq.data(), b.dq.data(), a.dq.size() * sizeof(double)) == 0);
@@ -364,8 +231,8 @@ TEST_CASE("tiled: results are bit-reproducible, on the default stream or a user 
     CHECK(std::memcmp(a.dv.data(), b.dv.data(), a.dv.size() * sizeof(double)) == 0);
     CHECK(std::memcmp(a.record.lse.data(), b.record.lse.data(),
                       a.record.lse.size() * sizeof(double)) == 0);
-    const auto c = run_device<__half>(sf::causal{}, make_problem<__half>(s, 9, false));
-    const auto e = run_device<__half>(sf::causal{}, make_problem<__half>(s, 9, false));
+    const auto c = run_device<__half>(sf::causal{}, make_problem<__half>(s, 9, false), tiled);
+    const auto e = run_device<__half>(sf::causal{}, make_problem<__half>(s, 9, false), tiled);
     CHECK(c.dk == e.dk);
     CHECK(c.dv == e.dv);
   }
@@ -374,7 +241,7 @@ TEST_CASE("tiled: results are bit-reproducible, on the default stream or a user 
 
 TEST_CASE("tiled: rows that keep nothing give zeros and lse = -inf") {
   const auto pr = make_problem<float>(tall, 5, false);
-  const auto r = run_device<float>(sf::absolute_threshold(1e6), pr);
+  const auto r = run_device<float>(sf::absolute_threshold(1e6), pr, tiled);
   CHECK(std::all_of(r.record.lse.begin(), r.record.lse.end(),
                     [](double x) { return x == -INFINITY; }));
   for (const auto* g : {&r.out, &r.dq, &r.dk, &r.dv})
