@@ -52,7 +52,7 @@
 // All Eigen matrices are allocated before the timed loop (noalias products).
 #include <benchmark/benchmark.h>
 
-#include <Eigen/Core>
+#include <semfocus/detail/eigen.hpp>
 
 #include <cmath>
 #include <cstdint>

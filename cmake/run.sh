@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# The project's entry point on Debian 12: installs the missing build dependencies (apt-get),
-# then runs one CMake workflow preset.
+# The project's entry point on Debian 12: installs the missing packages (apt-get), then runs CMake
+# presets.
 #   bash cmake/run.sh demo       build the examples, run the quickstart and a small policy comparison
-#   bash cmake/run.sh test       build tests and examples (CUDA parts too when nvcc is found), run ctest
-#   bash cmake/run.sh sanitize   the tests under AddressSanitizer + UBSan
+#                                (draws its figures with gnuplot, and prints their paths at the end)
+#   bash cmake/run.sh test       build tests and examples (CUDA parts too when nvcc is found), print
+#                                the SIMD arch the tests exercise, run ctest
+#   bash cmake/run.sh sanitize   the tests under AddressSanitizer + UBSan, built for x86-64-v3 (AVX2)
+#   bash cmake/run.sh strict [PRESET...]
+#                                compile-only builds with -Werror (default: strict-x86-64-v3,
+#                                strict-x86-64-v4 with g++, strict-clang with clang++)
+#   bash cmake/run.sh fuzz [S]   the SIMD-vs-reference fuzz driver of the test build for S seconds
+#                                (default 150); failing inputs go to build/dev/fuzz-failures/
 #   bash cmake/run.sh bench      build the benchmarks, print the README's SIMD table
 #   bash cmake/run.sh deps       only install the dependencies
+# Warnings are shown, never errors, unless SEMFOCUS_WERROR=ON is in the environment (CI sets it):
+# a new compiler's or CPU's false positive in a third-party header must not break these commands.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 packages=(cmake ninja-build g++ libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev)
+case "${1:-}" in
+  demo) packages+=(gnuplot-nox) ;;
+  strict) packages+=(clang) ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +36,22 @@ if ((${#missing[@]})); then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
+# configure + build (+ test) one preset; extra arguments go to the configure step.
+build_preset() {
+  local preset="$1"
+  shift
+  cmake --preset "$preset" "$@"
+  cmake --build --preset "$preset"
+}
+
+# Whether this CPU runs x86-64-v3 code (AVX2, FMA, BMI1/2, F16C, LZCNT, MOVBE).
+has_x86_64_v3() {
+  local f
+  for f in avx2 fma bmi1 bmi2 f16c abm movbe; do
+    grep -qw "$f" /proc/cpuinfo 2>/dev/null || return 1
+  done
+}
+
 case "${1:-}" in
   demo)
     cmake --workflow --preset demo
@@ -31,16 +60,50 @@ case "${1:-}" in
     ./build/demo/examples/compare --task even_pairs --policies full,topk:5,banded:5,block:5 \
       --seeds 3 --blocks 2 --d 32 --d-mlp 32 --epochs 60 --train 2000 --test 500 \
       --out build/demo/even_pairs
+    echo "demo: figures drawn:"
+    for png in build/demo/even_pairs/train_loss.png build/demo/even_pairs/test_acc.png; do
+      [ -s "$png" ] || { echo "demo: $png was not drawn" >&2; exit 1; }
+      echo "  $(pwd)/$png"
+    done
     ;;
-  test) cmake --workflow --preset dev ;;
-  sanitize) cmake --workflow --preset sanitize ;;
+  test)
+    build_preset dev
+    ./build/dev/tests/semfocus_tests --simd-arch
+    ctest --preset dev
+    ;;
+  sanitize)
+    march=()
+    if ! has_x86_64_v3; then
+      echo "semfocus: this CPU has no x86-64-v3 (AVX2): sanitize builds for -march=native instead"
+      march=(-DSEMFOCUS_SIMD_MARCH=native)
+    fi
+    build_preset sanitize "${march[@]}"
+    ./build/sanitize/tests/semfocus_tests --simd-arch
+    ctest --preset sanitize
+    ;;
+  strict)
+    presets=("${@:2}")
+    ((${#presets[@]})) || presets=(strict-x86-64-v3 strict-x86-64-v4 strict-clang)
+    for preset in "${presets[@]}"; do
+      echo "semfocus: compile-only -Werror build: $preset"
+      build_preset "$preset"
+    done
+    ;;
+  fuzz)
+    fuzz=build/dev/tests/fuzz/semfocus_simd_fuzz
+    if [ ! -x "$fuzz" ]; then
+      cmake --preset dev --log-level=WARNING
+      cmake --build --preset dev --target semfocus_simd_fuzz
+    fi
+    "$fuzz" --seconds "${2:-150}" --save-dir build/dev/fuzz-failures
+    ;;
   bench)
     cmake --workflow --preset bench
     bash bench/report.sh build/bench
     ;;
   deps) ;;
   *)
-    echo "usage: bash cmake/run.sh demo|test|sanitize|bench|deps" >&2
+    echo "usage: bash cmake/run.sh demo|test|sanitize|strict|fuzz [seconds]|bench|deps" >&2
     exit 2
     ;;
 esac

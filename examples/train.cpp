@@ -271,7 +271,10 @@ std::string file_safe(std::string s) {
 
 int main(int argc, char** argv) {
   const options o = parse(argc, argv);
-  const auto [policy, globals] = parse_policy(o.policy);
+  // Named members, not a structured binding: clang 14 cannot capture bindings in a lambda.
+  const auto spec = parse_policy(o.policy);
+  const auto& policy = spec.first;
+  const auto& globals = spec.second;
   try {
     std::filesystem::create_directories(o.out);
   } catch (const std::exception& e) {

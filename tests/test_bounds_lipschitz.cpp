@@ -17,7 +17,7 @@
 #include <semfocus/bounds/bounds.hpp>
 #include <semfocus/semfocus.hpp>
 
-#include <Eigen/Dense>
+#include <semfocus/detail/eigen.hpp>
 #include <algorithm>
 #include <array>
 #include <cmath>

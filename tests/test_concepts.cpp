@@ -288,7 +288,7 @@ static_assert(!attention_policy<row_statistic_int_keep, float>);
 
 // Not trivially copyable: holds a std::vector.
 struct holds_vector {
-  static constexpr locality locality_kind = locality::elementwise;
+  [[maybe_unused]] static constexpr locality locality_kind = locality::elementwise;
   std::vector<int> allowed;
   template <class T>
   bool keep(const head_slice&, index_t, index_t j, T) const noexcept {
@@ -303,7 +303,7 @@ static_assert(!attention_policy<holds_vector, double>);
 
 // Not copyable at all.
 struct move_only {
-  static constexpr locality locality_kind = locality::elementwise;
+  [[maybe_unused]] static constexpr locality locality_kind = locality::elementwise;
   move_only() = default;
   move_only(const move_only&) = delete;
   move_only(move_only&&) = default;
@@ -320,7 +320,7 @@ static_assert(!attention_policy<move_only, float>);
 // An elementwise policy tagged locality::row.
 struct elementwise_tagged_row {
   static constexpr locality locality_kind = locality::row;
-  static constexpr bool input_agnostic = true;
+  [[maybe_unused]] static constexpr bool input_agnostic = true;
   template <class T>
   bool keep(const head_slice&, index_t, index_t, T) const noexcept {
     return true;

@@ -5,7 +5,7 @@
 // problems that are not errors.
 #include <doctest/doctest.h>
 
-#include <Eigen/Dense>
+#include <semfocus/detail/eigen.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -3,7 +3,7 @@
 // masks written here from their definitions (not from the policy code).
 #include <doctest/doctest.h>
 
-#include <Eigen/Dense>
+#include <semfocus/detail/eigen.hpp>
 #include <algorithm>
 #include <cmath>
 #include <numeric>

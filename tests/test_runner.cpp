@@ -334,7 +334,7 @@ TEST_CASE("runner: the pipeline through train when SEMFOCUS_TRAIN_BINARY is set"
         "20",  "--seeds", "1,2",    "--quiet",  "--out", dir.string()};
     REQUIRE(wait_process(spawn_process(args, (dir / "train.log").string())) == "");
     std::vector<run_data> runs;
-    for (const std::uint64_t seed : {1, 2})
+    for (const std::uint64_t seed : {1u, 2u})
       runs.push_back(read_run_csv((dir / run_file_name("parity", policy, seed)).string()));
     CHECK(runs[0].size() == 2);
     const policy_summary s = summarize(policy, runs);

@@ -16,7 +16,7 @@
 
 #include <doctest/doctest.h>
 
-#include <Eigen/Dense>
+#include <semfocus/detail/eigen.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -34,6 +34,7 @@
 #include "support/margins.hpp"
 #include "support/oracle.hpp"
 #include "support/simd_compare.hpp"
+#include "support/strided.hpp"
 
 using namespace semfocus;
 using namespace semfocus::test;
@@ -43,40 +44,6 @@ namespace {
 /// How far (in scaled score) every score of a Gaussian problem must stay from its row's selection
 /// boundary: float scores of the two backends differ by about 1e-6 at most.
 constexpr double selection_margin = 1e-4;
-
-// Row margins (distance of a row of exact scores from changing its kept set) of the
-// input-dependent policies.
-
-double row_margin(const top_k& p, const std::vector<double>& s) { return rank_gap(s, p.k, true); }
-double row_margin(const bottom_k& p, const std::vector<double>& s) {
-  return rank_gap(s, p.k, false);
-}
-/// threshold: every score away from the floor max - tau.
-double row_margin(const threshold& p, const std::vector<double>& s) {
-  const double floor = *std::max_element(s.begin(), s.end()) - p.tau;
-  double m = unbounded;
-  for (double x : s) m = std::min(m, std::abs(x - floor));
-  return m;
-}
-double row_margin(const absolute_threshold& p, const std::vector<double>& s) {
-  return absolute_gap(s, p.tau);
-}
-double row_margin(const user::above_mean&, const std::vector<double>& s) { return mean_gap(s); }
-
-/// The smallest row margin of `p` over every row of `pr`, from exact scores (test_scores).
-template <class Policy, class T>
-double problem_margin(const Policy& p, const problem<T>& pr, double scale) {
-  const attention_shape& s = pr.shape;
-  double worst = unbounded;
-  std::vector<double> row;
-  for (index_t b = 0; b < s.batch; ++b)
-    for (index_t h = 0; h < s.heads; ++h)
-      for (index_t i = 0; i < s.n_q; ++i) {
-        test_scores(pr, b, h, i, scale, row);
-        worst = std::min(worst, row_margin(p, row));
-      }
-  return worst;
-}
 
 /// The first Gaussian problem from seeds seed, seed + 1000, ... at least selection_margin from
 /// every selection boundary of `p`; nullopt if none of 100 qualifies.
@@ -92,52 +59,22 @@ std::optional<problem<T>> stable_problem(const Policy& p, const attention_shape&
 
 double default_scale(const attention_shape& s) { return 1.0 / std::sqrt(double(s.d)); }
 
-/// Forward results of the SIMD backend (out, record) against the reference run `ref` of the same
-/// problem: shape, scale, out and log-sum-exp within tolerance, the row statistics (index parts
-/// exactly; values bit-identical when `exact_scores`, else within tolerance), and any selection
-/// the record saved equal to the reference's kept sets.
+/// Forward results of the SIMD backend against the reference run `ref` (forward_differences).
 template <class Policy, class T>
 void check_forward(const Policy& p, const problem<T>& pr, const tensor<T>& out,
                    const forward_record_t<Policy, T>& rec, const result<Policy, T>& ref,
                    bool exact_scores) {
-  const double tol = simd_tol<T>;
-  REQUIRE(rec.policy.has_value());
-  CHECK(rec.shape == ref.record.shape);
-  CHECK(rec.scale == ref.record.scale);
-  const double out_error = normwise_rel_diff(out.data, ref.out.data);
-  const double lse_error = finite_rel_diff(rec.lse, ref.record.lse);
-  CHECK(out_error <= tol);
-  CHECK(lse_error <= tol);
-  if constexpr (row_policy<Policy, T>) {
-    const stats_comparison c = compare_stats(rec.stats, ref.record.stats);
-    CHECK(c.same_size);
-    CHECK(c.index_mismatches == 0);
-    if (exact_scores) CHECK(c.value_mismatches == 0);
-    CHECK(c.value_rel_diff <= tol);
-  } else {
-    CHECK(rec.stats.empty());
-  }
-  const std::string selection = selection_mismatch(rec, reference_kept_sets(p, pr, ref.record));
-  CHECK_MESSAGE(selection.empty(), selection);
+  const differences d =
+      forward_differences(out, rec, ref, reference_kept_sets(p, pr, ref.record), exact_scores);
+  CHECK_MESSAGE(d.empty(), join(d));
 }
 
-/// Gradients against the reference run `ref`: normwise per array, or relative to the largest
-/// reference gradient of the three when the reference array is exactly 0 (rows that keep one key
-/// have dS = 0 analytically, and a backend using D = dO . O gets rounding-level values there) or
-/// when `whole_norm` (for problems built so that an array cancels to rounding noise).
+/// Gradients against the reference run `ref` (gradient_differences).
 template <class Policy, class T>
 void check_gradients(const tensor<T>& dq, const tensor<T>& dk, const tensor<T>& dv,
                      const result<Policy, T>& ref, bool whole_norm = false) {
-  const double tol = simd_tol<T>;
-  const double whole = std::max({max_abs(ref.dq.data), max_abs(ref.dk.data), max_abs(ref.dv.data)});
-  auto error = [&](const tensor<T>& a, const tensor<T>& b) {
-    return normwise_rel_diff(a.data, b.data, whole_norm || max_abs(b.data) == 0 ? whole : 0.0);
-  };
-  const double dq_error = error(dq, ref.dq), dk_error = error(dk, ref.dk),
-               dv_error = error(dv, ref.dv);
-  CHECK(dq_error <= tol);
-  CHECK(dk_error <= tol);
-  CHECK(dv_error <= tol);
+  const differences d = gradient_differences(dq, dk, dv, ref, whole_norm);
+  CHECK_MESSAGE(d.empty(), join(d));
 }
 
 /// Forward and backward of `p` on `pr` with `ex` against the reference; also checks that a
@@ -438,85 +375,11 @@ TEST_CASE_TEMPLATE("simd results are bit-identical for 1, 2 and 3 threads", T, f
 
 namespace {
 
-/// A copy of a tensor in a strided buffer: [batch, seq, heads, dim] order, or padded (gaps after
-/// every row, head and batch). The gaps and the tail hold `fill`.
-template <class T>
-struct strided_tensor {
-  tensor_shape shape;
-  tensor_strides strides;
-  std::vector<T> buf;
-  T fill;
-
-  tensor_view<T> view() { return {std::span<T>(buf), shape, strides}; }
-  tensor_view<const T> cview() const { return {std::span<const T>(buf), shape, strides}; }
-  std::size_t offset(index_t b, index_t h, index_t i, index_t c) const {
-    return std::size_t(b * strides.batch + h * strides.heads + i * strides.seq + c);
-  }
-  tensor<T> contiguous() const {
-    tensor<T> t(shape);
-    for (index_t b = 0; b < shape.batch; ++b)
-      for (index_t h = 0; h < shape.heads; ++h)
-        for (index_t i = 0; i < shape.seq; ++i)
-          for (index_t c = 0; c < shape.dim; ++c) t(b, h, i, c) = buf[offset(b, h, i, c)];
-    return t;
-  }
-  /// Whether every element outside the view still holds `fill` (bitwise).
-  bool gaps_untouched() const {
-    std::vector<bool> in_view(buf.size(), false);
-    for (index_t b = 0; b < shape.batch; ++b)
-      for (index_t h = 0; h < shape.heads; ++h)
-        for (index_t i = 0; i < shape.seq; ++i)
-          for (index_t c = 0; c < shape.dim; ++c) in_view[offset(b, h, i, c)] = true;
-    for (std::size_t x = 0; x < buf.size(); ++x)
-      if (!in_view[x] && std::memcmp(&buf[x], &fill, sizeof(T)) != 0) return false;
-    return true;
-  }
-};
-
-enum class layout { bshd, padded };
-
-template <class T>
-strided_tensor<T> restride(const tensor<T>& t, layout l, T fill) {
-  const tensor_shape& s = t.shape;
-  strided_tensor<T> r{s, {}, {}, fill};
-  if (l == layout::bshd) {
-    r.strides = {s.seq * s.heads * s.dim, s.dim, s.heads * s.dim};
-  } else {
-    r.strides.seq = s.dim + 3;
-    r.strides.heads = s.seq * r.strides.seq + 5;
-    r.strides.batch = s.heads * r.strides.heads + 7;
-  }
-  const index_t needed = tensor_view<const T>(nullptr, s, r.strides).required_size();
-  r.buf.assign(std::size_t(needed + (l == layout::padded ? 11 : 0)), fill);
-  for (index_t b = 0; b < s.batch; ++b)
-    for (index_t h = 0; h < s.heads; ++h)
-      for (index_t i = 0; i < s.seq; ++i)
-        for (index_t c = 0; c < s.dim; ++c) r.buf[r.offset(b, h, i, c)] = t(b, h, i, c);
-  return r;
-}
-
-/// Checks that two records hold the same bits (log-sum-exp, statistics, saved selection).
+/// Checks that two records hold the same bits (record_bit_differences).
 template <class Policy, class T>
 void check_same_record(const forward_record_t<Policy, T>& a, const forward_record_t<Policy, T>& b) {
-  CHECK(a.shape == b.shape);
-  CHECK(a.scale == b.scale);
-  CHECK(same_bits(a.lse, b.lse));
-  if constexpr (row_policy<Policy, T>) {
-    const stats_comparison c = compare_stats(a.stats, b.stats);
-    CHECK(c.same_size);
-    CHECK(c.index_mismatches == 0);
-    CHECK(c.value_mismatches == 0);
-  }
-  CHECK(a.selection_offsets == b.selection_offsets);
-  CHECK(a.selection == b.selection);
-}
-
-/// Whether row (b, h, i) of t is all zeros.
-template <class T>
-bool row_is_zero(const tensor<T>& t, index_t b, index_t h, index_t i) {
-  for (index_t c = 0; c < t.shape.dim; ++c)
-    if (t(b, h, i, c) != T(0)) return false;
-  return true;
+  const differences d = record_bit_differences<Policy, T>(a, b);
+  CHECK_MESSAGE(d.empty(), join(d));
 }
 
 /// Checks that out, dq, dk and dv of a run are finite.

@@ -9,6 +9,9 @@
 
 #include <semfocus/semfocus.hpp>
 
+#include "support/custom_policy.hpp"
+#include "support/tensors.hpp"
+
 // Row margins of input-dependent policies: how far a row's exact scores are from the selection
 // boundary, so that tests can keep their inputs away from it (float and double scores may then
 // differ in the last bits without changing the kept set).
@@ -44,6 +47,51 @@ inline double mean_gap(const std::vector<double>& s) {
   double m = unbounded;
   for (double x : s) m = std::min(m, std::abs(x - mean));
   return m;
+}
+
+/// \name row_margin(p, s): the distance of a row of exact scores s from changing the kept set of
+/// the input-dependent policy p (0 at a tie on the selection boundary, +inf when no score can
+/// change it).
+/// \{
+inline double row_margin(const top_k& p, const std::vector<double>& s) {
+  return rank_gap(s, p.k, true);
+}
+inline double row_margin(const bottom_k& p, const std::vector<double>& s) {
+  return rank_gap(s, p.k, false);
+}
+/// threshold: every score away from the floor max - tau.
+inline double row_margin(const threshold& p, const std::vector<double>& s) {
+  const double floor = *std::max_element(s.begin(), s.end()) - p.tau;
+  double m = unbounded;
+  for (double x : s) m = std::min(m, std::abs(x - floor));
+  return m;
+}
+inline double row_margin(const absolute_threshold& p, const std::vector<double>& s) {
+  return absolute_gap(s, p.tau);
+}
+inline double row_margin(const user::above_mean&, const std::vector<double>& s) {
+  return mean_gap(s);
+}
+/// \}
+
+/// \brief The smallest row margin of `p` over every row of `pr`, from exact scores (test_scores,
+/// summed in long double) at `scale`; when `max_abs_score` is given, it receives the largest
+/// |score| of the problem (the scale against which a margin is small). O(batch heads n_q n_k d).
+template <class Policy, class T>
+double problem_margin(const Policy& p, const problem<T>& pr, double scale,
+                      double* max_abs_score = nullptr) {
+  const attention_shape& s = pr.shape;
+  double worst = unbounded, largest = 0;
+  std::vector<double> row;
+  for (index_t b = 0; b < s.batch; ++b)
+    for (index_t h = 0; h < s.heads; ++h)
+      for (index_t i = 0; i < s.n_q; ++i) {
+        test_scores(pr, b, h, i, scale, row);
+        worst = std::min(worst, row_margin(p, row));
+        for (double x : row) largest = std::max(largest, std::abs(x));
+      }
+  if (max_abs_score) *max_abs_score = largest;
+  return worst;
 }
 
 }  // namespace semfocus::test

@@ -46,11 +46,12 @@ double normwise_rel_diff(const std::vector<A>& a, const std::vector<B>& b, doubl
   return norm == 0 ? std::numeric_limits<double>::infinity() : diff / norm;
 }
 
-/// \brief Normwise relative error over the finite entries of two arrays of the same length whose
-/// infinities (-inf log-sum-exp of empty rows, -inf cuts of rows that keep everything) must sit
-/// at the same places with the same sign; +inf otherwise, or on any NaN.
+/// \brief Normwise relative error (normwise_rel_diff, with `norm_floor`) over the finite entries of
+/// two arrays of the same length whose infinities (-inf log-sum-exp of empty rows, -inf cuts of
+/// rows that keep everything) must sit at the same places with the same sign; +inf otherwise, or
+/// on any NaN.
 template <class A, class B>
-double finite_rel_diff(const std::vector<A>& a, const std::vector<B>& b) {
+double finite_rel_diff(const std::vector<A>& a, const std::vector<B>& b, double norm_floor = 0) {
   if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
   std::vector<double> fa, fb;
   for (std::size_t x = 0; x < a.size(); ++x) {
@@ -63,7 +64,7 @@ double finite_rel_diff(const std::vector<A>& a, const std::vector<B>& b) {
     fa.push_back(ax);
     fb.push_back(bx);
   }
-  return normwise_rel_diff(fa, fb);
+  return normwise_rel_diff(fa, fb, norm_floor);
 }
 
 /// \brief max |x| over an array (0 when empty).
@@ -78,6 +79,14 @@ double max_abs(const std::vector<T>& a) {
 template <class T>
 bool all_finite(const std::vector<T>& a) {
   return std::all_of(a.begin(), a.end(), [](T x) { return std::isfinite(x); });
+}
+
+/// \brief Whether row (b, h, i) of t is all zeros.
+template <class T>
+bool row_is_zero(const tensor<T>& t, index_t b, index_t h, index_t i) {
+  for (index_t c = 0; c < t.shape.dim; ++c)
+    if (t(b, h, i, c) != T(0)) return false;
+  return true;
 }
 
 /// \brief Same length and the same bytes (a memcmp: -0 differs from +0, NaN payloads count).
@@ -114,12 +123,13 @@ struct stats_comparison {
   bool same_size = false;
   std::size_t index_mismatches = 0;  // rows whose index parts differ
   std::size_t value_mismatches = 0;  // rows whose values differ in any bit
-  double value_rel_diff = 0;         // finite_rel_diff of the values
+  double value_rel_diff = 0;         // finite_rel_diff of the values (with value_floor)
 };
 
 template <class S>
 requires comparable_statistic<S> stats_comparison compare_stats(const std::vector<S>& a,
-                                                                const std::vector<S>& b) {
+                                                                const std::vector<S>& b,
+                                                                double value_floor = 0) {
   stats_comparison c;
   c.same_size = a.size() == b.size();
   if (!c.same_size) return c;
@@ -132,7 +142,7 @@ requires comparable_statistic<S> stats_comparison compare_stats(const std::vecto
     va.push_back(ka.first);
     vb.push_back(kb.first);
   }
-  c.value_rel_diff = finite_rel_diff(va, vb);
+  c.value_rel_diff = finite_rel_diff(va, vb, value_floor);
   return c;
 }
 
@@ -194,6 +204,109 @@ std::string selection_mismatch(const R& rec, const kept_sets& kept) {
     }
   }
   return {};
+}
+
+/// \brief The properties a comparison found violated, one sentence each with its values; empty
+/// when everything holds.
+using differences = std::vector<std::string>;
+
+/// \brief The sentences of `d`, one a line (empty when d is).
+inline std::string join(const differences& d) {
+  std::string s;
+  for (const std::string& x : d) s += (s.empty() ? "" : "\n") + x;
+  return s;
+}
+
+/// \brief Adds "<what>: <error> > <tol>" to d unless error <= tol (a NaN error is added).
+inline void expect_within(differences& d, const std::string& what, double error, double tol) {
+  if (error <= tol) return;
+  std::ostringstream os;
+  os.precision(3);
+  os << what << ": " << error << " > " << tol;
+  d.push_back(os.str());
+}
+
+/// \brief Norm floors of forward_differences and gradient_differences: each normwise relative
+/// error divides by max(max |reference|, floor); 0 gives the plain normwise error.
+struct norm_floors {
+  double out = 0, lse = 0, stats = 0, dq = 0, dk = 0, dv = 0;
+};
+
+/// \brief Forward results of the SIMD backend (out, record) against the reference run `ref` of
+/// the same problem, whose kept sets are `kept` (reference_kept_sets): shape and scale equal, out
+/// and log-sum-exp within simd_tol, the row statistics (index parts exactly; values bit-identical
+/// when `exact_scores`, else within simd_tol), and any selection the record saved equal to `kept`.
+template <class Policy, class T>
+differences forward_differences(const tensor<T>& out, const forward_record_t<Policy, T>& rec,
+                                const result<Policy, T>& ref, const kept_sets& kept,
+                                bool exact_scores, const norm_floors& floors = {}) {
+  const double tol = simd_tol<T>;
+  differences d;
+  if (!rec.policy.has_value()) return {"the record holds no policy"};
+  if (!(rec.shape == ref.record.shape))
+    d.push_back("the record's shape differs from the reference's");
+  if (rec.scale != ref.record.scale) d.push_back("the record's scale differs from the reference's");
+  expect_within(d, "out: normwise relative error",
+                normwise_rel_diff(out.data, ref.out.data, floors.out), tol);
+  expect_within(d, "log-sum-exp: normwise relative error",
+                finite_rel_diff(rec.lse, ref.record.lse, floors.lse), tol);
+  if constexpr (row_policy<Policy, T>) {
+    const stats_comparison c = compare_stats(rec.stats, ref.record.stats, floors.stats);
+    if (!c.same_size) d.push_back("row statistics: not as many as the reference's");
+    if (c.index_mismatches != 0)
+      d.push_back("row statistics: " + std::to_string(c.index_mismatches) + " index mismatches");
+    if (exact_scores && c.value_mismatches != 0)
+      d.push_back("row statistics: " + std::to_string(c.value_mismatches) +
+                  " values differ in bits on exact scores");
+    expect_within(d, "row statistics: normwise relative error of the values", c.value_rel_diff,
+                  tol);
+  } else if (!rec.stats.empty()) {
+    d.push_back("row statistics saved for an elementwise policy");
+  }
+  const std::string selection = selection_mismatch(rec, kept);
+  if (!selection.empty()) d.push_back("saved selection: " + selection);
+  return d;
+}
+
+/// \brief Gradients against the reference run `ref`, within simd_tol: normwise per array, or
+/// relative to the largest reference gradient of the three when the reference array is exactly 0
+/// (rows that keep one key have dS = 0 analytically, and a backend using D = dO . O gets
+/// rounding-level values there) or when `whole_norm` (for problems built so that an array cancels
+/// to rounding noise); and at least `floors` (dq, dk, dv).
+template <class Policy, class T>
+differences gradient_differences(const tensor<T>& dq, const tensor<T>& dk, const tensor<T>& dv,
+                                 const result<Policy, T>& ref, bool whole_norm = false,
+                                 const norm_floors& floors = {}) {
+  const double whole = std::max({max_abs(ref.dq.data), max_abs(ref.dk.data), max_abs(ref.dv.data)});
+  differences d;
+  auto check = [&](const char* what, const tensor<T>& a, const tensor<T>& b, double at_least) {
+    const double floor = std::max(whole_norm || max_abs(b.data) == 0 ? whole : 0.0, at_least);
+    expect_within(d, std::string(what) + ": normwise relative error",
+                  normwise_rel_diff(a.data, b.data, floor), simd_tol<T>);
+  };
+  check("dQ", dq, ref.dq, floors.dq);
+  check("dK", dk, ref.dk, floors.dk);
+  check("dV", dv, ref.dv, floors.dv);
+  return d;
+}
+
+/// \brief Empty when two records hold the same bits (shape, scale, log-sum-exp, row statistics,
+/// saved selection); else what differs.
+template <class Policy, class T>
+differences record_bit_differences(const forward_record_t<Policy, T>& a,
+                                   const forward_record_t<Policy, T>& b) {
+  differences d;
+  if (!(a.shape == b.shape)) d.push_back("record shapes differ");
+  if (a.scale != b.scale) d.push_back("record scales differ");
+  if (!same_bits(a.lse, b.lse)) d.push_back("log-sum-exp differs in bits");
+  if constexpr (row_policy<Policy, T>) {
+    const stats_comparison c = compare_stats(a.stats, b.stats);
+    if (!c.same_size || c.index_mismatches != 0 || c.value_mismatches != 0)
+      d.push_back("row statistics differ in bits");
+  }
+  if (a.selection_offsets != b.selection_offsets || a.selection != b.selection)
+    d.push_back("saved selections differ");
+  return d;
 }
 
 /// \brief A scale 2^-m close to 1 / (2 sqrt(d)): with Q and K from integer_problem (entries in

@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include <Eigen/Dense>
+#include "semfocus/detail/eigen.hpp"
 
 #include "semfocus/bounds/certified.hpp"
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <random>
 
-#include <Eigen/Dense>
+#include "semfocus/detail/eigen.hpp"
 
 #include "semfocus/config.hpp"
 #include "semfocus/core/error.hpp"

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Dense>
+#include "semfocus/detail/eigen.hpp"
 
 #include "semfocus/config.hpp"
 #include "semfocus/core/error.hpp"

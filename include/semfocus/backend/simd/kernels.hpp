@@ -7,11 +7,10 @@
 #include <limits>
 #include <utility>
 
-#include <xsimd/xsimd.hpp>
-
 #include "semfocus/config.hpp"
 #include "semfocus/core/view.hpp"
 #include "semfocus/detail/numeric.hpp"
+#include "semfocus/detail/xsimd.hpp"
 
 // The SIMD backend's building blocks, written once over the xsimd arch `A` (default: the best
 // the translation unit is compiled for). Every reduction runs in a fixed order that depends on
