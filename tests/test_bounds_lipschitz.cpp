@@ -18,6 +18,7 @@
 #include <semfocus/semfocus.hpp>
 
 #include <semfocus/detail/eigen.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cmath>

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <semfocus/detail/eigen.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
