@@ -11,7 +11,8 @@
 #                                compile-only builds with -Werror (default: strict-x86-64-v3,
 #                                strict-x86-64-v4 with g++, strict-clang with clang++)
 #   bash cmake/run.sh fuzz [S]   the SIMD-vs-reference fuzz driver of the test build for S seconds
-#                                (default 150); failing inputs go to build/dev/fuzz-failures/
+#                                (default 150, seed from the commit); failing inputs go to
+#                                build/dev/fuzz-failures/
 #   bash cmake/run.sh bench      build the benchmarks, print the README's SIMD table
 #   bash cmake/run.sh deps       only install the dependencies
 # Warnings are shown, never errors, unless SEMFOCUS_WERROR=ON is in the environment (CI sets it):
@@ -95,7 +96,9 @@ case "${1:-}" in
       cmake --preset dev --log-level=WARNING
       cmake --build --preset dev --target semfocus_simd_fuzz
     fi
-    "$fuzz" --seconds "${2:-150}" --save-dir build/dev/fuzz-failures
+    # Seeded from the commit: reproducible for a commit, new cases for each (ctest runs seed 1).
+    seed=$((0x$(git rev-parse --short=8 HEAD 2>/dev/null || echo 2)))
+    "$fuzz" --seconds "${2:-150}" --seed "$seed" --save-dir build/dev/fuzz-failures
     ;;
   bench)
     cmake --workflow --preset bench
