@@ -296,21 +296,15 @@ decoded decode(const std::uint8_t* data, std::size_t size) {
 /// The policy as code, e.g. "global_tokens(banded(3), 2)".
 std::string describe(const policy_spec& p) {
   std::ostringstream os;
-  auto fixed = [&](inner_kind k) {
-    switch (k) {
-      case inner_kind::dense:
-        os << (p.causal ? "dense{.is_causal = true}" : "dense{}");
-        break;
-      case inner_kind::banded:
-        os << "banded(" << p.k << ")";
-        break;
-      case inner_kind::block_local:
-        os << "block_local(" << p.k << ")";
-        break;
-      case inner_kind::strided:
-        os << "strided(" << p.stride << ", " << p.local << ")";
-        break;
-    }
+  os.precision(17);
+  const char* name = policy_kind_names[static_cast<std::size_t>(p.kind)];
+  auto fixed = [&](inner_kind k) {  // banded, block_local, strided, dense
+    if (k == inner_kind::dense)
+      os << (p.causal ? "dense{.is_causal = true}" : "dense{}");
+    else if (k == inner_kind::strided)
+      os << "strided(" << p.stride << ", " << p.local << ")";
+    else
+      os << inner_kind_names[static_cast<std::size_t>(k)] << "(" << p.k << ")";
   };
   switch (p.kind) {
     case policy_kind::dense:
@@ -344,18 +338,12 @@ std::string describe(const policy_spec& p) {
       os << "random_k(" << p.k << ", " << p.seed << ")";
       break;
     case policy_kind::top_k:
-      os << "top_k(" << p.k << ")";
-      break;
     case policy_kind::bottom_k:
-      os << "bottom_k(" << p.k << ")";
+      os << name << "(" << p.k << ")";
       break;
     case policy_kind::threshold:
-      os.precision(17);
-      os << "threshold(" << p.tau << ")";
-      break;
     case policy_kind::absolute_threshold:
-      os.precision(17);
-      os << "absolute_threshold(" << p.tau << ")";
+      os << name << "(" << p.tau << ")";
       break;
   }
   return os.str();
