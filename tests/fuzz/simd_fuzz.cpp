@@ -740,16 +740,7 @@ namespace {
 
 /// The xsimd arch the backend is compiled for and the CPU's best, with a NOTE when narrower.
 void print_arch() {
-  const simd_arch_info a = simd_arch();
-  std::printf("simd arch: %s, %td floats / %td doubles per vector\n", a.name, a.float_lanes,
-              a.double_lanes);
-  if (a.is_cpu_best)
-    std::printf("cpu best: %s (the compiled arch is the widest this CPU has)\n", a.cpu_best);
-  else
-    std::printf(
-        "NOTE: this CPU's widest is %s but the SIMD backend is compiled for %s: the widest "
-        "vector path is NOT exercised (build with -march=native)\n",
-        a.cpu_best, a.name);
+  std::printf("%s\n", simd_arch().describe().c_str());
   std::fflush(stdout);
 }
 
