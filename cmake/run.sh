@@ -6,7 +6,7 @@
 #                                (draws its figures with gnuplot, and prints their paths at the end)
 #   bash cmake/run.sh test       build tests and examples (CUDA parts too when nvcc is found), print
 #                                the SIMD arch the tests exercise, run ctest
-#   bash cmake/run.sh sanitize   the tests under AddressSanitizer + UBSan, built for x86-64-v3 (AVX2)
+#   bash cmake/run.sh sanitize   the tests under AddressSanitizer + UBSan
 #   bash cmake/run.sh strict [PRESET...]
 #                                compile-only builds with -Werror (default: strict-x86-64-v3,
 #                                strict-x86-64-v4 with g++, strict-clang with clang++)
@@ -45,14 +45,6 @@ build_preset() {
   cmake --build --preset "$preset"
 }
 
-# Whether this CPU runs x86-64-v3 code (AVX2, FMA, BMI1/2, F16C, LZCNT, MOVBE).
-has_x86_64_v3() {
-  local f
-  for f in avx2 fma bmi1 bmi2 f16c abm movbe; do
-    grep -qw "$f" /proc/cpuinfo 2>/dev/null || return 1
-  done
-}
-
 case "${1:-}" in
   demo)
     cmake --workflow --preset demo
@@ -73,12 +65,7 @@ case "${1:-}" in
     ctest --preset dev
     ;;
   sanitize)
-    march=()
-    if ! has_x86_64_v3; then
-      echo "semfocus: this CPU has no x86-64-v3 (AVX2): sanitize builds for -march=native instead"
-      march=(-DSEMFOCUS_SIMD_MARCH=native)
-    fi
-    build_preset sanitize "${march[@]}"
+    build_preset sanitize
     ./build/sanitize/tests/semfocus_tests --simd-arch
     ctest --preset sanitize
     ;;
