@@ -14,6 +14,10 @@
 #                                (default 150, seed from the commit); failing inputs go to
 #                                build/dev/fuzz-failures/
 #   bash cmake/run.sh bench      build the benchmarks, print the README's SIMD table
+#   bash cmake/run.sh bench-peers [ARGS]
+#                                the benchmarks beside PyTorch on the same shapes, same run
+#                                (bench/peers.py; installs torch into build/venv from PyPI, or
+#                                prints our side alone without network); ARGS go to peers.py
 #   bash cmake/run.sh deps       only install the dependencies
 # Warnings are shown, never errors, unless SEMFOCUS_WERROR=ON is in the environment (CI sets it):
 # a new compiler's or CPU's false positive in a third-party header must not break these commands.
@@ -24,6 +28,8 @@ packages=(cmake ninja-build g++ libeigen3-dev libxsimd-dev doctest-dev libbenchm
 case "${1:-}" in
   demo) packages+=(gnuplot-nox) ;;
   strict) packages+=(clang) ;;
+  bench-peers) command -v python3 >/dev/null && python3 -m venv --help >/dev/null 2>&1 ||
+    packages+=(python3 python3-venv) ;;
 esac
 missing=()
 for p in "${packages[@]}"; do
@@ -91,9 +97,22 @@ case "${1:-}" in
     cmake --workflow --preset bench
     bash bench/report.sh build/bench
     ;;
+  bench-peers)
+    cmake --workflow --preset bench
+    venv=build/venv
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    peer_args=()
+    if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+      echo "semfocus: installing torch into $venv (PyPI; SEMFOCUS_TORCH_SPEC overrides the spec)"
+      # shellcheck disable=SC2086  # the spec may hold several pip arguments
+      "$venv/bin/pip" install --quiet ${SEMFOCUS_TORCH_SPEC:-torch} ||
+        { echo "semfocus: could not install torch (no network?): our side alone"; peer_args=(--no-torch); }
+    fi
+    "$venv/bin/python" bench/peers.py --build build/bench "${peer_args[@]}" "${@:2}"
+    ;;
   deps) ;;
   *)
-    echo "usage: bash cmake/run.sh demo|test|sanitize|strict|fuzz [seconds]|bench|deps" >&2
+    echo "usage: bash cmake/run.sh demo|test|sanitize|strict|fuzz [seconds]|bench|bench-peers|deps" >&2
     exit 2
     ;;
 esac

@@ -21,9 +21,8 @@ namespace semfocus::backend::simd {
 /// until block kb - 1 has added its tile (an ordered handshake per query tile), so dQ has the
 /// same bits for any thread count.
 /// `mask(hs, tile)` returns the tile's kind; `keep(hs, i, j, s)` decides partial tiles.
-/// Time O(batch heads n_q n_k (d + d_v)) over the kept tiles; memory: packed Q^T, dO^T (and
-/// padded copies when d or d_v is not a multiple of the vector width) plus O(48 (64 + d + d_v))
-/// per thread.
+/// Time O(batch heads n_q n_k (d + d_v)) over the kept tiles; memory: Q and dO packed twice (as
+/// Q^T, dO^T and by rows) plus O(48 (64 + d + d_v)) per thread.
 template <class T, class Classify, class Keep, class Record>
 void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep& keep,
                     const tensor_view<const T>& q, const tensor_view<const T>& k,
@@ -36,48 +35,42 @@ void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep
   const index_t heads = sh.batch * sh.heads, nqb = (sh.n_q + bqt - 1) / bqt;
   const index_t nkt = (sh.n_k + bkt - 1) / bkt, tasks = heads * nkt;
   const index_t dp = K::padded(sh.d), dvp = K::padded(sh.d_v), nqp = nqb * bqt;
-  const bool pad_d = sh.d % K::width != 0, pad_dv = sh.d_v % K::width != 0;
+  // Shared, per head and query tile, packed as gemm's B panels: Q^T and dO^T (the recomputed
+  // scores and dP^T), rows of Q and dO (dK and dV); then lse (+inf where the row is empty or
+  // padding: exp(s - lse) = 0), D and the dQ turns. Per task: its key block's rows of K (dQ).
   // dQ = dS K and dK = dS^T Q sum over whole tiles, unkept entries with dS = 0; the reference sums
   // kept entries only, so a non-finite row of K or Q (whose scores are all NaN or infinite, hence
-  // either unkept or already non-finite in dS) is replaced by zeros in the gemm operand.
-  bool finite_q = true, finite_k = true;
-  for (index_t bh = 0; bh < sh.batch * sh.heads; ++bh) {
-    finite_q = finite_q && K::finite_rows(q, bh / sh.heads, bh % sh.heads);
-    finite_k = finite_k && K::finite_rows(k, bh / sh.heads, bh % sh.heads);
-  }
-  const bool copy_q = pad_d || !finite_q, copy_k = pad_d || !finite_k;
-  // Shared, per head: Q^T and dO^T in query tiles, lse (+inf where the row is empty or padding:
-  // exp(s - lse) = 0) and D, padded rows of Q, K, dO if needed, and the dQ turns.
+  // either unkept or already non-finite in dS) is a zero row in those two operands.
+  const index_t qt_tile = K::panels_size(sh.d, bqt), dot_tile = K::panels_size(sh.d_v, bqt),
+                qr_tile = K::panels_size(bqt, sh.d), dor_tile = K::panels_size(bqt, sh.d_v);
   arena_layout shared, scratch;
-  const std::size_t qt_off = shared.take<T>(heads * nqp * sh.d),
-                    dot_off = shared.take<T>(heads * nqp * sh.d_v),
+  const std::size_t qt_off = shared.take<T>(heads * nqb * qt_tile),
+                    dot_off = shared.take<T>(heads * nqb * dot_tile),
+                    qr_off = shared.take<T>(heads * nqb * qr_tile),
+                    dor_off = shared.take<T>(heads * nqb * dor_tile),
                     lse_off = shared.take<T>(heads * nqp), dd_off = shared.take<T>(heads * nqp),
-                    qp_off = shared.take<T>(copy_q ? heads * sh.n_q * dp : 0),
-                    kp_off = shared.take<T>(copy_k ? heads * sh.n_k * dp : 0),
-                    dop_off = shared.take<T>(pad_dv ? heads * sh.n_q * dvp : 0),
                     turn_off = shared.take<std::atomic<index_t>>(heads * nqb);
   const std::size_t st_off = scratch.take<T>(bkt * bqt), dpt_off = scratch.take<T>(bkt * bqt),
                     dk_off = scratch.take<T>(bkt * dp), dv_off = scratch.take<T>(bkt * dvp),
-                    c_off = scratch.take<T>(bqt * dp);
+                    c_off = scratch.take<T>(bqt * dp),
+                    kr_off = scratch.take<T>(K::panels_size(bkt, sh.d));
   const call_context ctx(ex, tasks, shared.size, scratch.size);
   void* const sh_mem = ctx.shared;
   auto turn = [&](index_t bh, index_t qb) -> std::atomic<index_t>& {
     return at<std::atomic<index_t>>(sh_mem, turn_off)[bh * nqb + qb];
   };
-  // B operands by rows: in place when the dim is a multiple of the width, else padded copies.
-  auto rows_of = [&](const tensor_view<const T>& t, bool pad, std::size_t off, index_t n,
-                     index_t ld, index_t bh) -> std::pair<const T*, index_t> {
-    if (pad) return {at<T>(sh_mem, off) + bh * n * ld, ld};
-    return {t.row(bh / sh.heads, bh % sh.heads, 0), t.strides().seq};
+  auto tile_of = [&](std::size_t off, index_t size, index_t bh, index_t qb) {
+    return at<T>(sh_mem, off) + (bh * nqb + qb) * size;
   };
 
   ctx.run(heads, [&](index_t bh, int) {
     const index_t b = bh / sh.heads, h = bh % sh.heads;
     for (index_t qb = 0; qb < nqb; ++qb) {
       const index_t i0 = qb * bqt, n = std::min(bqt, sh.n_q - i0);
-      K::pack_transposed(q, b, h, i0, n, at<T>(sh_mem, qt_off) + (bh * nqp + i0) * sh.d, bqt);
-      K::pack_transposed(d_out, b, h, i0, n, at<T>(sh_mem, dot_off) + (bh * nqp + i0) * sh.d_v,
-                         bqt);
+      K::pack_b_transposed(q, b, h, i0, n, tile_of(qt_off, qt_tile, bh, qb), bqt);
+      K::pack_b_transposed(d_out, b, h, i0, n, tile_of(dot_off, dot_tile, bh, qb), bqt);
+      K::pack_b_rows(q, b, h, i0, n, bqt, tile_of(qr_off, qr_tile, bh, qb), true);
+      K::pack_b_rows(d_out, b, h, i0, n, bqt, tile_of(dor_off, dor_tile, bh, qb));
       new (&turn(bh, qb)) std::atomic<index_t>(0);
     }
     T *lse = at<T>(sh_mem, lse_off) + bh * nqp, *dd = at<T>(sh_mem, dd_off) + bh * nqp;
@@ -88,12 +81,6 @@ void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep
       dd[i] = i < sh.n_q ? K::dot(d_out.row(b, h, i), out.row(b, h, i), sh.d_v) : T(0);
       if (i < sh.n_q) std::fill(dq.row(b, h, i), dq.row(b, h, i) + sh.d, T(0));
     }
-    if (copy_q)
-      K::pack_rows(q, b, h, 0, sh.n_q, at<T>(sh_mem, qp_off) + bh * sh.n_q * dp, dp, true);
-    if (copy_k)
-      K::pack_rows(k, b, h, 0, sh.n_k, at<T>(sh_mem, kp_off) + bh * sh.n_k * dp, dp, true);
-    if (pad_dv)
-      K::pack_rows(d_out, b, h, 0, sh.n_q, at<T>(sh_mem, dop_off) + bh * sh.n_q * dvp, dvp);
   });
 
   const T sc = T(rec.scale);
@@ -106,9 +93,8 @@ void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep
       *dva = at<T>(mem, dv_off), *c = at<T>(mem, c_off);
     std::fill(dka, dka + mk * dp, T(0));
     std::fill(dva, dva + mk * dvp, T(0));
-    const auto [qr, ldq] = rows_of(q, copy_q, qp_off, sh.n_q, dp, bh);
-    const auto [kr, ldk] = rows_of(k, copy_k, kp_off, sh.n_k, dp, bh);
-    const auto [dor, ldo] = rows_of(d_out, pad_dv, dop_off, sh.n_q, dvp, bh);
+    T* kr = at<T>(mem, kr_off);
+    K::pack_b_rows(k, b, h, j0, mk, bkt, kr, true);
     const T* lse = at<T>(sh_mem, lse_off) + bh * nqp;
     const T* dd = at<T>(sh_mem, dd_off) + bh * nqp;
     for (index_t qb = 0; qb < nqb; ++qb) {
@@ -121,9 +107,9 @@ void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep
         continue;
       }
       K::template gemm<false>(mk, bqt, sh.d, k.row(b, h, j0), k.strides().seq, 1,
-                              at<T>(sh_mem, qt_off) + (bh * nqp + i0) * sh.d, bqt, st, bqt);
+                              tile_of(qt_off, qt_tile, bh, qb), sh.d * K::nr, st, bqt);
       K::template gemm<false>(mk, bqt, sh.d_v, v.row(b, h, j0), v.strides().seq, 1,
-                              at<T>(sh_mem, dot_off) + (bh * nqp + i0) * sh.d_v, bqt, dpt, bqt);
+                              tile_of(dot_off, dot_tile, bh, qb), sh.d_v * K::nr, dpt, bqt);
       for (index_t r = 0; r < mk; ++r) {
         T* srow = st + r * bqt;
         K::scale(srow, bqt, sc);
@@ -132,9 +118,11 @@ void tiled_backward(const exec::simd_t& ex, const Classify& classify, const Keep
             if (!keep(hs, i0 + x, j0 + r, srow[x])) srow[x] = -detail::infinity<T>();
         K::softmax_grad(srow, dpt + r * bqt, lse + i0, dd + i0, bqt, sc);
       }
-      K::template gemm<true>(mk, dvp, mq, st, bqt, 1, dor + i0 * ldo, ldo, dva, dvp);
-      K::template gemm<true>(mk, dp, mq, dpt, bqt, 1, qr + i0 * ldq, ldq, dka, dp);
-      K::template gemm<false>(mq, dp, mk, dpt, 1, bqt, kr + j0 * ldk, ldk, c, dp);
+      K::template gemm<true>(mk, dvp, mq, st, bqt, 1, tile_of(dor_off, dor_tile, bh, qb),
+                             bqt * K::nr, dva, dvp);
+      K::template gemm<true>(mk, dp, mq, dpt, bqt, 1, tile_of(qr_off, qr_tile, bh, qb), bqt * K::nr,
+                             dka, dp);
+      K::template gemm<false>(mq, dp, mk, dpt, 1, bqt, kr, bkt * K::nr, c, dp);
       wait_turn(tr, kt);
       for (index_t x = 0; x < mq; ++x) K::add(dq.row(b, h, i0 + x), c + x * dp, sh.d);
       tr.store(kt + 1, std::memory_order_release);

@@ -15,63 +15,61 @@ namespace semfocus {
 namespace backend::simd {
 
 /// \brief Block sizes and packed operands of a forward call, shared by both localities.
-/// K is packed per head into key blocks of `bk` columns: kt[head][block][c][jj] = K(block bk +
-/// jj, c), zero past n_k, so a score tile is one gemm with unit-stride B. V is used in place when
-/// d_v is a multiple of the vector width, else copied with rows padded to `dvp`.
+/// K and V are packed per head and key block of `bk` keys as gemm's B panels (kernels::nr
+/// columns each, contiguous along the reduction): the score tile of block kb is
+/// gemm(Q rows, kt_block(kb)) and its P V update gemm(P, v_block(kb)); rows past n_k are zero.
 template <class T>
 struct forward_operands {
   using K = kernels<T>;
-  static constexpr index_t bk = 64;  // keys per tile (a multiple of nv * width)
+  static constexpr index_t bk = 64;  // keys per tile (a multiple of K::nr)
+  static_assert(bk % K::nr == 0);
 
   const attention_shape& sh;
   index_t nkb, dvp;
-  bool pack_v;
   bool finite_v = true;  // every row of V finite; else the gemm operand zeroes the others
   std::size_t kt_off = 0, vp_off = 0;
 
   explicit forward_operands(const attention_shape& s)
-      : sh(s), nkb((s.n_k + bk - 1) / bk), dvp(K::padded(s.d_v)), pack_v(s.d_v % K::width != 0) {}
+      : sh(s), nkb((s.n_k + bk - 1) / bk), dvp(K::padded(s.d_v)) {}
 
   index_t heads() const noexcept { return sh.batch * sh.heads; }
-  index_t kt_head() const noexcept { return nkb * bk * sh.d; }
-  index_t vp_head() const noexcept { return pack_v ? sh.n_k * dvp : 0; }
+  index_t kt_size() const noexcept { return K::panels_size(sh.d, bk); }    // per key block
+  index_t vp_size() const noexcept { return K::panels_size(bk, sh.d_v); }  // per key block
+  /// Panel strides of the packed K^T and V blocks (gemm's lpb).
+  index_t kt_lpb() const noexcept { return sh.d * K::nr; }
+  static constexpr index_t vp_lpb() noexcept { return bk * K::nr; }
 
   /// \brief Scans V: a non-finite row must not reach rows that do not keep its key through
-  /// 0 x NaN in the P V gemm, so the gemm then reads a copy with such rows zeroed, and the keys
-  /// are added back, to the rows that keep them only, by the caller (see finite_v).
+  /// 0 x NaN in the P V gemm, so the packed operand has such rows zeroed, and the keys are added
+  /// back, to the rows that keep them only, by the caller (see finite_v).
   void scan(const tensor_view<const T>& v) noexcept {
     for (index_t bh = 0; bh < heads() && finite_v; ++bh)
       finite_v = K::finite_rows(v, bh / sh.heads, bh % sh.heads);
-    pack_v = pack_v || !finite_v;
   }
 
   void plan(arena_layout& l) {
-    kt_off = l.take<T>(heads() * kt_head());
-    vp_off = l.take<T>(heads() * vp_head());
+    kt_off = l.take<T>(heads() * nkb * kt_size());
+    vp_off = l.take<T>(heads() * nkb * vp_size());
   }
 
-  /// \brief Packs head bh of k (and v when needed) into the shared arena.
+  /// \brief Packs head bh of k and v into the shared arena. O(n_k (d + d_v)).
   void pack(void* shared, const tensor_view<const T>& k, const tensor_view<const T>& v,
             index_t bh) const noexcept {
     const index_t b = bh / sh.heads, h = bh % sh.heads;
-    T* kt = at<T>(shared, kt_off) + bh * kt_head();
     for (index_t kb = 0; kb < nkb; ++kb) {
       const index_t j0 = kb * bk, n = std::min(bk, sh.n_k - j0);
-      K::pack_transposed(k, b, h, j0, n, kt + kb * bk * sh.d, bk);
+      K::pack_b_transposed(k, b, h, j0, n, kt_block(shared, bh, kb), bk);
+      K::pack_b_rows(v, b, h, j0, n, bk, v_block(shared, bh, kb), !finite_v);
     }
-    if (pack_v)
-      K::pack_rows(v, b, h, 0, sh.n_k, at<T>(shared, vp_off) + bh * vp_head(), dvp, !finite_v);
   }
 
-  /// \brief Score panel of key block kb of head bh: d rows of bk columns.
-  const T* kt_block(void* shared, index_t bh, index_t kb) const noexcept {
-    return at<T>(shared, kt_off) + bh * kt_head() + kb * bk * sh.d;
+  /// \brief Packed K^T of key block kb of head bh: d x bk, panel stride kt_lpb().
+  T* kt_block(void* shared, index_t bh, index_t kb) const noexcept {
+    return at<T>(shared, kt_off) + (bh * nkb + kb) * kt_size();
   }
-  /// \brief Row j of V for head bh, and the row stride of those rows.
-  std::pair<const T*, index_t> v_rows(void* shared, const tensor_view<const T>& v,
-                                      index_t bh) const noexcept {
-    if (pack_v) return {at<T>(shared, vp_off) + bh * vp_head(), dvp};
-    return {v.row(bh / sh.heads, bh % sh.heads, 0), v.strides().seq};
+  /// \brief Packed V of key block kb of head bh: bk x d_v, panel stride vp_lpb().
+  T* v_block(void* shared, index_t bh, index_t kb) const noexcept {
+    return at<T>(shared, vp_off) + (bh * nkb + kb) * vp_size();
   }
 };
 
@@ -114,8 +112,8 @@ void finish_rows(const tensor_view<T>& out, Record& rec, index_t b, index_t h, i
 /// block of 48 or 24 query rows); each streams over key tiles of 64 with an online softmax,
 /// skipping tiles the policy classifies none_kept and the per-element test on all_kept tiles, so
 /// banded and block-local cost O(n k d). Scores s = fl(fl(q.k) scale), q.k one fma chain in c
-/// order. Time O(batch heads n_q n_k(d + d_v)) for dense, of the kept tiles otherwise; memory: a
-/// packed copy of K (and of V when d_v is not a multiple of the vector width) plus O(48 (64 + d_v))
+/// order. Time O(batch heads n_q n_k(d + d_v)) for dense, of the kept tiles otherwise; memory:
+/// packed copies of K and V (forward_operands) plus O(48 (64 + d_v))
 /// per thread, from the workspace.
 template <class Policy, class T>
 requires elementwise_policy<Policy, T>
@@ -166,23 +164,27 @@ struct forward_impl<exec::simd_t, Policy, T> {
       std::fill(o, o + mq * ops.dvp, T(0));
       std::fill(m, m + mq, -detail::infinity<T>());
       std::fill(l, l + mq, T(0));
-      const auto [vb, ldv] = ops.v_rows(ctx.shared, v, bh);
       for (index_t kb = 0; kb < ops.nkb; ++kb) {
         const index_t j0 = kb * bk, nj = std::min(bk, sh.n_k - j0);
         const tile_kind kind = classify_tile(p, hs, tile{i0, i0 + mq, j0, j0 + nj});
         if (kind == tile_kind::none_kept) continue;
         K::template gemm<false>(mq, bk, sh.d, q.row(b, h, i0), q.strides().seq, 1,
-                                ops.kt_block(ctx.shared, bh, kb), bk, s, bk);
+                                ops.kt_block(ctx.shared, bh, kb), ops.kt_lpb(), s, bk);
+        const bool fused = kind == tile_kind::all_kept && nj == bk;  // scale and max in one pass
         for (index_t r = 0; r < mq; ++r) {
           T* row = s + r * bk;
-          K::scale(row, bk, sc);
-          if (kind == tile_kind::partial)
-            for (index_t jj = 0; jj < nj; ++jj)
-              if (!p.keep(hs, i0 + r, j0 + jj, row[jj])) row[jj] = -detail::infinity<T>();
-          std::fill(row + nj, row + bk, -detail::infinity<T>());
-          online_update(row, o + r * ops.dvp, ops.dvp, m[r], l[r]);
+          if (!fused) {
+            K::scale(row, bk, sc);
+            if (kind == tile_kind::partial)
+              for (index_t jj = 0; jj < nj; ++jj)
+                if (!p.keep(hs, i0 + r, j0 + jj, row[jj])) row[jj] = -detail::infinity<T>();
+            std::fill(row + nj, row + bk, -detail::infinity<T>());
+          }
+          const T row_max = fused ? K::scale_max(row, bk, sc) : K::max(row, bk);
+          online_update(row, row_max, o + r * ops.dvp, ops.dvp, m[r], l[r]);
         }
-        K::template gemm<true>(mq, ops.dvp, nj, s, bk, 1, vb + j0 * ldv, ldv, o, ops.dvp);
+        K::template gemm<true>(mq, ops.dvp, nj, s, bk, 1, ops.v_block(ctx.shared, bh, kb),
+                               ops.vp_lpb(), o, ops.dvp);
       }
       if (!ops.finite_v) add_nonfinite_values(p, rb, q, k, v, sc, o, ops.dvp, m);
       bs::finish_rows(out, rec, b, h, i0, mq, o, ops.dvp, m, l);
@@ -209,11 +211,12 @@ struct forward_impl<exec::simd_t, Policy, T> {
     }
   }
 
-  /// \brief One tile of the online softmax for a row: m' = max(m, max s), l' = l e^(m - m') +
-  /// sum e^(s - m'), acc[0, n) *= e^(m - m'), and s becomes e^(s - m') (0 where s = -inf).
-  static void online_update(T* row, T* acc, index_t n, T& m, T& l) noexcept {
+  /// \brief One tile of the online softmax for a row with row_max = K::max(s): m' = max(m,
+  /// row_max), l' = l e^(m - m') + sum e^(s - m'), acc[0, n) *= e^(m - m'), and s becomes
+  /// e^(s - m') (0 where s = -inf).
+  static void online_update(T* row, T row_max, T* acc, index_t n, T& m, T& l) noexcept {
     constexpr index_t bk = backend::simd::forward_operands<T>::bk;
-    const T m_new = std::max(m, K::max(row, bk));
+    const T m_new = std::max(m, row_max);
     if (m_new == -detail::infinity<T>()) {  // nothing kept yet (or kept NaNs only): p = 0
       if (std::any_of(row, row + bk, [](T x) { return x != x; }))
         m = l = std::numeric_limits<T>::quiet_NaN();  // a kept NaN makes the row NaN

@@ -20,8 +20,8 @@ namespace semfocus {
 /// max(1, n_k / 4) keys, the kept sets are saved in the record (forward_record::selection), and
 /// backward then touches the kept pairs only.
 /// Time O(batch heads n_q n_k d) for the scores plus the statistic (O(n_k) per row for the
-/// built-in policies) plus O(kept d_v); memory: a packed copy of K, O(24 n_k) scores per thread
-/// and the kept lists.
+/// built-in policies) plus O(kept d_v); memory: packed copies of K and V, O(24 n_k) scores per
+/// thread and the kept lists.
 template <class Policy, class T>
 requires row_policy<Policy, T>
 struct forward_impl<exec::simd_t, Policy, T> {
@@ -63,7 +63,7 @@ struct forward_impl<exec::simd_t, Policy, T> {
       kept.clear();
       for (index_t kb = 0; kb < ops.nkb; ++kb)
         K::template gemm<false>(mq, bk, sh.d, q.row(b, h, i0), q.strides().seq, 1,
-                                ops.kt_block(ctx.shared, bh, kb), bk, s + kb * bk, nkp);
+                                ops.kt_block(ctx.shared, bh, kb), ops.kt_lpb(), s + kb * bk, nkp);
       for (index_t r = 0; r < mq; ++r) {
         T* row = s + r * nkp;
         K::scale(row, nkp, sc);
@@ -84,7 +84,6 @@ struct forward_impl<exec::simd_t, Policy, T> {
         }
         rec.selection_offsets[std::size_t(ri) + 1] = std::int64_t(kept.size() - first);
       }
-      const auto [vb, ldv] = ops.v_rows(ctx.shared, v, bh);
       if (index_t(kept.size()) * 4 > mq * sh.n_k) {  // dense block: vector softmax and a gemm
         for (index_t r = 0; r < mq; ++r) {
           T* row = s + r * nkp;
@@ -93,7 +92,10 @@ struct forward_impl<exec::simd_t, Policy, T> {
           m[r] = K::max(row, nkp);
           l[r] = m[r] == -detail::infinity<T>() ? T(0) : K::exp_sum(row, nkp, m[r]);
         }
-        K::template gemm<false>(mq, ops.dvp, sh.n_k, s, nkp, 1, vb, ldv, o, ops.dvp);
+        std::fill(o, o + mq * ops.dvp, T(0));  // one fma chain per entry over the key blocks
+        for (index_t kb = 0; kb < ops.nkb; ++kb)
+          K::template gemm<true>(mq, ops.dvp, std::min(bk, sh.n_k - kb * bk), s + kb * bk, nkp, 1,
+                                 ops.v_block(ctx.shared, bh, kb), ops.vp_lpb(), o, ops.dvp);
         if (!ops.finite_v)  // keys with a non-finite V row (zeroed in vb), to the rows keeping them
           for (index_t j = 0; j < sh.n_k; ++j)
             if (!K::finite(v.row(b, h, j), sh.d_v))

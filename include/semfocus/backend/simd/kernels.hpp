@@ -29,38 +29,100 @@ struct kernels {
   static constexpr index_t round_up(index_t n, index_t m) noexcept { return (n + m - 1) / m * m; }
   static constexpr index_t padded(index_t n) noexcept { return round_up(n, width); }
 
+  /// Columns of one packed B panel (see pack_b_rows).
+  static constexpr index_t nr = nv * width;
+
   /// \brief C[rows x cols] (+)= A[rows x kd] B[kd x cols] with A(i, p) = a[i ars + p acs],
-  /// B(p, j) = b[p ldb + j], C(i, j) = c[i ldc + j]; cols must be a multiple of `width` (B and C
-  /// readable and writable that far). Each C entry is one fma chain over p = 0, 1, ..., kd - 1,
-  /// so a score computed as (Q K^T)_ij or as (K Q^T)_ji has the same bits.
-  /// Cost rows cols kd multiply-adds.
+  /// C(i, j) = c[i ldc + j], and B packed in panels of nr columns (pack_b_rows,
+  /// pack_b_transposed): B(p, j) = b[(j / nr) lpb + p nr + j % nr], lpb >= kd nr the panel stride.
+  /// cols must be a multiple of `width` (C writable that far). Each C entry is one fma chain over
+  /// p = 0, 1, ..., kd - 1, so a score computed as (Q K^T)_ij or as (K Q^T)_ji has the same bits,
+  /// and splitting kd over calls with Accumulate (C stored and reloaded exactly) does not change
+  /// them. The micro-kernel reads B's panel contiguously (one nr-wide row per step, the stream
+  /// the prefetcher follows) and broadcasts A. Cost rows cols kd multiply-adds.
   template <bool Accumulate>
   static void gemm(index_t rows, index_t cols, index_t kd, const T* a, index_t ars, index_t acs,
-                   const T* b, index_t ldb, T* c, index_t ldc) noexcept {
-    for (index_t j = 0; j < cols; j += nv * width) {
-      const bool full = cols - j >= nv * width;
+                   const T* b, index_t lpb, T* c, index_t ldc) noexcept {
+    for (index_t j = 0; j < cols; j += nr) {
+      const bool full = cols - j >= nr;
+      const T* panel = b + j / nr * lpb;
       for (index_t i = 0; i < rows; i += mr) {
         const int m = static_cast<int>(std::min<index_t>(mr, rows - i));
         if (full)
-          dispatch_rows<nv, Accumulate>(m, kd, a + i * ars, ars, acs, b + j, ldb, c + i * ldc + j,
-                                        ldc);
+          dispatch_rows<nv, Accumulate>(m, kd, a + i * ars, ars, acs, panel, c + i * ldc + j, ldc);
         else
-          dispatch_rows<1, Accumulate>(m, kd, a + i * ars, ars, acs, b + j, ldb, c + i * ldc + j,
-                                       ldc);
+          dispatch_rows<1, Accumulate>(m, kd, a + i * ars, ars, acs, panel, c + i * ldc + j, ldc);
       }
     }
     if constexpr (nv > 2) static_assert(nv <= 2, "gemm handles a remainder of one vector");
   }
 
+  /// \brief Size (in T) of B[kd x cols] packed in panels: round_up(cols, nr) kd.
+  static constexpr index_t panels_size(index_t kd, index_t cols) noexcept {
+    return round_up(cols, nr) * kd;
+  }
+
+  /// \brief Packs B(p, j) = t(b, h, r0 + p, j) for p in [0, n), j < dim, into panels of nr
+  /// columns with panel stride lpb = kd nr (kd >= n; rows [n, kd) and columns [dim, round_up(dim,
+  /// nr)) are zero): the B operand "rows of t" of gemm. With zero_nonfinite, rows holding a NaN
+  /// or an infinity become zero rows (see finite). O(kd round_up(dim, nr)).
+  static void pack_b_rows(const tensor_view<const T>& t, index_t b, index_t h, index_t r0,
+                          index_t n, index_t kd, T* dst, bool zero_nonfinite = false) noexcept {
+    const index_t dim = t.dim(), lpb = kd * nr;
+    std::fill(dst, dst + panels_size(kd, dim), T(0));
+    for (index_t p = 0; p < n; ++p) {
+      const T* src = t.row(b, h, r0 + p);
+      if (zero_nonfinite && !finite(src, dim)) continue;
+      for (index_t j = 0; j < dim; j += nr)
+        std::memcpy(dst + j / nr * lpb + p * nr, src + j,
+                    std::size_t(std::min(nr, dim - j)) * sizeof(T));
+    }
+  }
+
+  /// \brief Packs B(p, j) = t(b, h, r0 + j, p) for p < dim, j in [0, n) (zero for j in [n,
+  /// blk), blk a multiple of nr) into panels with stride lpb = dim nr: the B operand "t^T" of
+  /// gemm, for scores against blk rows of t. O(dim blk).
+  static void pack_b_transposed(const tensor_view<const T>& t, index_t b, index_t h, index_t r0,
+                                index_t n, T* dst, index_t blk) noexcept {
+    const index_t dim = t.dim(), lpb = dim * nr;
+    std::fill(dst, dst + blk * dim, T(0));
+    for (index_t j = 0; j < n; ++j) {
+      const T* src = t.row(b, h, r0 + j);
+      T* col = dst + j / nr * lpb + j % nr;
+      for (index_t p = 0; p < dim; ++p) col[p * nr] = src[p];
+    }
+  }
+
   /// \brief max over x[0, n) (n a multiple of width); -inf when n = 0.
-  static T max(const T* x, index_t n) noexcept {
+  static T max(const T* x, index_t n) noexcept { return scale_max<false>(const_cast<T*>(x), n, 1); }
+
+  /// \brief x[j] = fl(x[j] f) for j in [0, n) and the max of the new values (n a multiple of
+  /// width), in one pass: the same values, and the same max (one lane-wise chain in j order,
+  /// then the lanes in order), as scale then max.
+  template <bool Scale = true>
+  static T scale_max(T* x, index_t n, T f) noexcept {
+    const batch fb(f);
     batch m(-detail::infinity<T>());
-    for (index_t j = 0; j < n; j += width) m = xsimd::max(m, batch::load_unaligned(x + j));
+    for (index_t j = 0; j < n; j += width) {
+      batch v = batch::load_unaligned(x + j);
+      if constexpr (Scale) {
+        v *= fb;
+        v.store_unaligned(x + j);
+      }
+      m = xsimd::max(m, v);
+    }
     alignas(64) T lanes[width];
     m.store_aligned(lanes);
     T r = lanes[0];
     for (index_t l = 1; l < width; ++l) r = std::max(r, lanes[l]);
     return r;
+  }
+
+  /// \brief exp(x) lane-wise, with x first raised to -1000 (exp gives 0 for both), so that -inf
+  /// (an unkept score) never reaches exp's float-to-integer conversion (undefined behaviour that
+  /// clang's sanitizer reports); NaN stays NaN and +inf gives +inf.
+  static batch exp_floored(const batch& x) noexcept {
+    return xsimd::exp(xsimd::max(batch(T(-1000)), x));  // max(a, NaN) is NaN: x86 max returns b
   }
 
   /// \brief x[j] = exp(x[j] - m) for j in [0, n) (n a multiple of width); returns the sum of the
@@ -69,7 +131,7 @@ struct kernels {
     const batch mb(m);
     batch s(T(0));
     for (index_t j = 0; j < n; j += width) {
-      const batch e = xsimd::exp(batch::load_unaligned(x + j) - mb);
+      const batch e = exp_floored(batch::load_unaligned(x + j) - mb);
       e.store_unaligned(x + j);
       s += e;
     }
@@ -138,26 +200,10 @@ struct kernels {
   static void softmax_grad(T* s, T* dp, const T* lse, const T* dd, index_t n, T f) noexcept {
     const batch fb(f);
     for (index_t i = 0; i < n; i += width) {
-      const batch p = xsimd::exp(batch::load_unaligned(s + i) - batch::load_unaligned(lse + i));
+      const batch p = exp_floored(batch::load_unaligned(s + i) - batch::load_unaligned(lse + i));
       p.store_unaligned(s + i);
       const batch g = p * (batch::load_unaligned(dp + i) - batch::load_unaligned(dd + i)) * fb;
       xsimd::select(p != batch(T(0)), g, batch(T(0))).store_unaligned(dp + i);  // unkept: 0
-    }
-  }
-
-  /// \brief Copies rows [r0, r0 + n) of head (b, h) of `t` into dst (row stride ld >= dim),
-  /// zero-filling columns [dim, ld): padded rows for the B operand of gemm.
-  /// With zero_nonfinite, rows holding a NaN or an infinity become zero rows (see finite_rows).
-  static void pack_rows(const tensor_view<const T>& t, index_t b, index_t h, index_t r0, index_t n,
-                        T* dst, index_t ld, bool zero_nonfinite = false) noexcept {
-    const index_t dim = t.dim();
-    for (index_t r = 0; r < n; ++r) {
-      const T* src = t.row(b, h, r0 + r);
-      if (zero_nonfinite && !finite(src, dim))
-        std::fill(dst + r * ld, dst + r * ld + dim, T(0));
-      else
-        std::memcpy(dst + r * ld, src, std::size_t(dim) * sizeof(T));
-      std::fill(dst + r * ld + dim, dst + (r + 1) * ld, T(0));
     }
   }
 
@@ -181,22 +227,10 @@ struct kernels {
     return true;
   }
 
-  /// \brief Transposes rows [r0, r0 + n) of head (b, h) of `t` into a panel of `blk` columns:
-  /// dst[c blk + r] = t(r0 + r, c) for c < dim, zero for r in [n, blk).
-  static void pack_transposed(const tensor_view<const T>& t, index_t b, index_t h, index_t r0,
-                              index_t n, T* dst, index_t blk) noexcept {
-    const index_t dim = t.dim();
-    for (index_t c = 0; c < dim; ++c) std::fill(dst + c * blk + n, dst + (c + 1) * blk, T(0));
-    for (index_t r = 0; r < n; ++r) {
-      const T* src = t.row(b, h, r0 + r);
-      for (index_t c = 0; c < dim; ++c) dst[c * blk + r] = src[c];
-    }
-  }
-
  private:
   template <int M, int NV, bool Accumulate>
   static SEMFOCUS_FORCEINLINE void micro(index_t kd, const T* a, index_t ars, index_t acs,
-                                         const T* b, index_t ldb, T* c, index_t ldc) noexcept {
+                                         const T* b, T* c, index_t ldc) noexcept {
     batch acc[M][NV];
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r)
@@ -206,7 +240,7 @@ struct kernels {
     for (index_t p = 0; p < kd; ++p) {
       batch bv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) bv[v] = batch::load_unaligned(b + p * ldb + v * width);
+      for (int v = 0; v < NV; ++v) bv[v] = batch::load_unaligned(b + p * nr + v * width);
       const T* ap = a + p * acs;
 #pragma GCC unroll 16
       for (int r = 0; r < M; ++r) {
@@ -223,10 +257,10 @@ struct kernels {
 
   template <int NV, bool Accumulate, int M = mr>
   static void dispatch_rows(int m, index_t kd, const T* a, index_t ars, index_t acs, const T* b,
-                            index_t ldb, T* c, index_t ldc) noexcept {
+                            T* c, index_t ldc) noexcept {
     if constexpr (M >= 1) {
-      if (m == M) return micro<M, NV, Accumulate>(kd, a, ars, acs, b, ldb, c, ldc);
-      return dispatch_rows<NV, Accumulate, M - 1>(m, kd, a, ars, acs, b, ldb, c, ldc);
+      if (m == M) return micro<M, NV, Accumulate>(kd, a, ars, acs, b, c, ldc);
+      return dispatch_rows<NV, Accumulate, M - 1>(m, kd, a, ars, acs, b, c, ldc);
     }
   }
 };
