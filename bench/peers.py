@@ -208,6 +208,10 @@ def main():
             lines.append(f"| {c.label} | {t:.1f} | {pct_s} |")
     lines.append("")
     lines.append("% of peak in parentheses: causal and top-k charged the dense FLOP count.")
+    if args.rounds > 1:
+        spread = max(max(x) / min(x) for x in ours.values())
+        lines.append(f"Round-to-round spread (slowest / fastest round of one case, ours): up to "
+                     f"{spread:.2f}x on this machine in this run.")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
