@@ -14,6 +14,8 @@
 // default, so for t:2 it is not the process total.) Select shapes with --benchmark_filter, e.g.
 //   --benchmark_filter='^fwd/dense/(simd|eigen)/n:4096/d:128/'   or   --benchmark_filter='n:256/'
 // (bench/report.sh runs the README table's subset and prints it as Markdown).
+// gemm/<dir>/d:<d>/real_time (dir fwd or bwd) times the GEMM calls of the dense kernels alone,
+// operands in cache, no softmax: the ceiling of the full kernels (see bm_gemm).
 //
 // Problem: float, batch 1, heads 2 (heads >= threads, so that with 2 threads both have a head's
 // work even before row/key blocking), q, k, v and d_out unit normal (fixed seed), contiguous
@@ -64,6 +66,7 @@
 #include <utility>
 #include <vector>
 
+#include <semfocus/backend/simd/kernels.hpp>
 #include <semfocus/semfocus.hpp>
 
 #ifndef SEMFOCUS_HAS_XSIMD
@@ -281,6 +284,55 @@ void bm_eigen(benchmark::State& state, direction dir, sf::index_t n, sf::index_t
   set_counters(state, dir, pr.shape, double(n));
 }
 
+// --- GEMM ceiling
+// ------------------------------------------------------------------------------------
+
+/// The GEMM calls of the dense kernels alone, with the same shapes and operand layouts, on
+/// operands that stay in cache and without the softmax passes: what the forward and backward
+/// would reach if everything but their GEMMs were free. fwd: one key block of one forward task,
+/// S = Q K^T (48 x 64 x d) and O += P V (48 x d x 64); bwd: one tile of the backward (96 keys x 64
+/// queries), S^T = K Q^T, dP^T = V dO^T, dV += P^T dO, dK += dS^T Q, dQ = dS K. Charged 4 and 10
+/// times 48 64 d and 96 64 d FLOP, the dense convention of the full kernels.
+void bm_gemm(benchmark::State& state, direction dir, sf::index_t d) {
+  using K = sf::backend::simd::kernels<float>;
+  const sf::index_t rows = dir == direction::fwd ? 48 : 96, cols = 64;
+  std::mt19937 gen(1);
+  std::normal_distribution<float> normal;
+  auto filled = [&](sf::index_t size) {
+    std::vector<float> x(static_cast<std::size_t>(size));
+    for (float& e : x) e = normal(gen) * 0.1f;
+    return x;
+  };
+  // A operands by rows (stride d or cols), B operands as packed panels.
+  std::vector<float> a = filled(rows * d), a2 = filled(rows * d),
+                     bt = filled(K::panels_size(d, cols)), bt2 = filled(K::panels_size(d, cols)),
+                     br = filled(K::panels_size(cols, d)), br2 = filled(K::panels_size(cols, d)),
+                     kr = filled(K::panels_size(rows, d)), s = filled(rows * cols),
+                     p = filled(rows * cols), acc = filled(rows * d), acc2 = filled(rows * d),
+                     c = filled(cols * d);
+  const auto body = [&] {
+    if (dir == direction::fwd) {
+      K::gemm<false>(rows, cols, d, a.data(), d, 1, bt.data(), d * K::nr, s.data(), cols);
+      K::gemm<true>(rows, d, cols, s.data(), cols, 1, br.data(), cols * K::nr, acc.data(), d);
+      return;
+    }
+    K::gemm<false>(rows, cols, d, a.data(), d, 1, bt.data(), d * K::nr, s.data(), cols);
+    K::gemm<false>(rows, cols, d, a2.data(), d, 1, bt2.data(), d * K::nr, p.data(), cols);
+    K::gemm<true>(rows, d, cols, s.data(), cols, 1, br.data(), cols * K::nr, acc.data(), d);
+    K::gemm<true>(rows, d, cols, p.data(), cols, 1, br2.data(), cols * K::nr, acc2.data(), d);
+    K::gemm<false>(cols, d, rows, p.data(), 1, cols, kr.data(), rows * K::nr, c.data(), d);
+  };
+  body();
+  for (auto _ : state) {
+    body();
+    benchmark::DoNotOptimize(acc.data());
+    benchmark::ClobberMemory();
+  }
+  const double flops = (dir == direction::fwd ? 4.0 : 10.0) * double(rows * cols * d);
+  state.counters["dense_GFLOPs"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // --- registration
 // ------------------------------------------------------------------------------------
 
@@ -325,6 +377,13 @@ bool register_all() {
               bench_name(dir, "dense", "simd", n, d, t).c_str(),
               [=](benchmark::State& state) { bm_simd(state, sf::dense{}, dir, n, d, t); }));
       }
+  for (const direction dir : {direction::fwd, direction::bwd})
+    for (const sf::index_t d : kDims)
+      benchmark::RegisterBenchmark(
+          (std::string("gemm/") + direction_name(dir) + "/d:" + std::to_string(d)).c_str(),
+          [=](benchmark::State& state) { bm_gemm(state, dir, d); })
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
   register_simd("causal", sf::dense{true});
   for (const sf::index_t k : kKs) register_simd("banded:" + std::to_string(k), sf::banded(k));
   for (const sf::index_t k : kKs) register_simd("top_k:" + std::to_string(k), sf::top_k(k));

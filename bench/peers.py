@@ -16,7 +16,9 @@ warm-up call), so that a slow phase of the machine hits both; the table shows th
 the rounds. "speed-up" is PyTorch's time over ours (> 1: we are faster). "% of peak" divides
 the dense FLOP count (forward 4 n^2 d, backward 10 n^2 d per head; causal and top-k are charged
 the same count, so their figure is not the arithmetic done) by the time and by the FMA peak that
-`semfocus_fma_peak` measures on this machine for that thread count.
+`semfocus_fma_peak` measures on this machine for that thread count. Each round also runs
+bench_simd's gemm/ cases, the GEMM calls of the dense kernels alone with operands in cache: the
+ceiling that the softmax passes and operand streaming take the full kernels below.
 
 Usage: python bench/peers.py [--build build/bench] [--n 4096] [--rounds 3] [--reps 3]
                              [--quick] [--no-torch] [--markdown FILE]
@@ -78,6 +80,22 @@ class Case:
     def dense_gflop(self):
         per_head = self.n * self.n * self.d
         return (4 if self.direction == "fwd" else 10) * per_head * 2 * 1e-9
+
+
+def gemm_ceiling(build):
+    """{(direction, d): GFLOP/s} of bench_simd's gemm/ cases: the dense kernels' GEMM calls alone,
+    operands in cache, no softmax (one process, median of 3 repetitions)."""
+    exe = os.path.join(build, "bench", "semfocus_bench_simd")
+    out = subprocess.run(
+        [exe, "--benchmark_filter=^gemm/", "--benchmark_repetitions=3",
+         "--benchmark_min_time=0.05", "--benchmark_format=json"],
+        check=True, capture_output=True, text=True).stdout
+    rates = {}
+    for b in json.loads(out)["benchmarks"]:
+        if b.get("run_type") == "iteration":
+            _, direction, d = b["run_name"].split("/")[:3]
+            rates.setdefault((direction, int(d.split(":")[1])), []).append(b["dense_GFLOPs"])
+    return {key: statistics.median(v) for key, v in rates.items()}
 
 
 def ours_ms(build, case, reps):
@@ -176,10 +194,12 @@ def main():
         cases = [c for c in cases if c.threads == 1 and c.d == 128 and c.policy != "causal"]
 
     peak, arch = fma_peak(args.build)
+    ceiling = []
     ours = {c.label: [] for c in cases}
     theirs = {c.label: [] for c in cases}
     for r in range(args.rounds):
         print(f"peers.py: round {r + 1} of {args.rounds}", file=sys.stderr, flush=True)
+        ceiling.append(gemm_ceiling(args.build))
         for c in cases:
             ours[c.label].append(ours_ms(args.build, c, args.reps))
             if peer:
@@ -192,9 +212,14 @@ def main():
              f"PyTorch: {torch.__version__}" if torch else f"PyTorch: none ({why_alone})",
              f"n = {n}, float32, batch 1, 2 heads; medians of {args.rounds} interleaved rounds",
              ""]
+    gemm = {key: statistics.median(r[key] for r in ceiling) for key in ceiling[0]}
+    lines.insert(2, "GEMM ceiling (bench_simd gemm/: the dense kernels' GEMM calls alone, operands "
+                 "in cache, no softmax; 1 thread): " + ", ".join(
+                     f"{key[0]} d={key[1]} {g:.1f} GFLOP/s ({100 * g / peak[1]:.0f}% of peak)"
+                     for key, g in sorted(gemm.items())))
     if peer:
-        lines += ["| case | semfocus (ms) | PyTorch (ms) | speed-up | semfocus % of peak |",
-                  "|---|--:|--:|--:|--:|"]
+        lines += ["| case | semfocus (ms) | PyTorch (ms) | speed-up | semfocus % of peak | "
+                  "PyTorch % of peak |", "|---|--:|--:|--:|--:|--:|"]
     else:
         lines += ["| case | semfocus (ms) | semfocus % of peak |", "|---|--:|--:|"]
     for c in cases:
@@ -203,7 +228,9 @@ def main():
         pct_s = f"{pct:.0f}%" if c.policy in ("dense",) else f"({pct:.0f}%)"
         if peer:
             p = statistics.median(theirs[c.label])
-            lines.append(f"| {c.label} | {t:.1f} | {p:.1f} | {p / t:.2f}x | {pct_s} |")
+            pct_p = pct * t / p
+            pct_p_s = f"{pct_p:.0f}%" if c.policy in ("dense",) else f"({pct_p:.0f}%)"
+            lines.append(f"| {c.label} | {t:.1f} | {p:.1f} | {p / t:.2f}x | {pct_s} | {pct_p_s} |")
         else:
             lines.append(f"| {c.label} | {t:.1f} | {pct_s} |")
     lines.append("")
