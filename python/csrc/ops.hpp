@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+
+// The two CPU operators of the binding (registered in register.cpp as semfocus::forward and
+// semfocus::backward). Tensors are [batch, heads, seq, dim] with any outer strides; a last axis
+// of stride != 1 is copied once. Both run semfocus::exec::simd on torch's intra-op thread count.
+namespace semfocus_torch {
+
+/// \brief Forward record as tensors: (out, lse [rows] float64, stats [rows * sizeof(statistic)]
+/// uint8 (empty for elementwise policies), selection offsets [rows + 1] int64 (or empty),
+/// selection [kept] int32): everything semfocus::backward needs, so it never re-selects.
+using forward_result = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+forward_result forward_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           c10::string_view policy, at::IntArrayRef ints,
+                           at::ArrayRef<double> floats, const std::optional<at::Tensor>& mask,
+                           std::optional<double> scale);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
+    const at::Tensor& d_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, c10::string_view policy, at::IntArrayRef ints,
+    at::ArrayRef<double> floats, const std::optional<at::Tensor>& mask, std::optional<double> scale,
+    const at::Tensor& lse, const at::Tensor& stats, const at::Tensor& selection_offsets,
+    const at::Tensor& selection);
+
+}  // namespace semfocus_torch
