@@ -5,7 +5,8 @@
 #   bash cmake/run.sh demo       build the examples, run the quickstart and a small policy comparison
 #                                (draws its figures with gnuplot, and prints their paths at the end)
 #   bash cmake/run.sh test       build tests and examples (CUDA parts too when nvcc is found), print
-#                                the SIMD arch the tests exercise, run ctest
+#                                the SIMD arch the tests exercise, run ctest; then build the PyTorch
+#                                package (python/) into build/venv (torch from PyPI) and run pytest
 #   bash cmake/run.sh sanitize   the tests under AddressSanitizer + UBSan
 #   bash cmake/run.sh strict [PRESET...]
 #                                compile-only builds with -Werror (default: strict-x86-64-v3,
@@ -28,6 +29,7 @@ packages=(cmake ninja-build g++ libeigen3-dev libxsimd-dev doctest-dev libbenchm
 case "${1:-}" in
   demo) packages+=(gnuplot-nox) ;;
   strict) packages+=(clang) ;;
+  test | deps) packages+=(python3 python3-venv python3-dev) ;;
   bench-peers) command -v python3 >/dev/null && python3 -m venv --help >/dev/null 2>&1 ||
     packages+=(python3 python3-venv) ;;
 esac
@@ -42,6 +44,30 @@ if ((${#missing[@]})); then
   $sudo apt-get update
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+
+# build/venv with torch (PyPI; SEMFOCUS_TORCH_SPEC overrides the spec) and the given extra
+# packages; returns 1 when they cannot be installed (no network).
+torch_venv() {
+  local venv=build/venv
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+    echo "semfocus: installing torch into $venv (PyPI; SEMFOCUS_TORCH_SPEC overrides the spec)"
+    # shellcheck disable=SC2086  # the spec may hold several pip arguments
+    "$venv/bin/pip" install --quiet ${SEMFOCUS_TORCH_SPEC:-torch} || return 1
+  fi
+  (($# == 0)) || "$venv/bin/pip" install --quiet "$@" || return 1
+}
+
+# The PyTorch package (python/): built against build/venv's torch, then its pytest suite.
+python_tests() {
+  if ! torch_venv pytest ninja; then
+    echo "semfocus: could not install torch, pytest and ninja into build/venv (no network?):" \
+      "the Python tests did not run" >&2
+    return 1
+  fi
+  MAX_JOBS="${MAX_JOBS:-$(nproc)}" build/venv/bin/pip install --quiet --no-build-isolation ./python
+  build/venv/bin/python -m pytest -q python/tests
+}
 
 # configure + build (+ test) one preset; extra arguments go to the configure step.
 build_preset() {
@@ -69,6 +95,7 @@ case "${1:-}" in
     build_preset dev
     ./build/dev/tests/semfocus_tests --simd-arch
     ctest --preset dev
+    python_tests
     ;;
   sanitize)
     build_preset sanitize
@@ -99,16 +126,9 @@ case "${1:-}" in
     ;;
   bench-peers)
     cmake --workflow --preset bench
-    venv=build/venv
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     peer_args=()
-    if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-      echo "semfocus: installing torch into $venv (PyPI; SEMFOCUS_TORCH_SPEC overrides the spec)"
-      # shellcheck disable=SC2086  # the spec may hold several pip arguments
-      "$venv/bin/pip" install --quiet ${SEMFOCUS_TORCH_SPEC:-torch} ||
-        { echo "semfocus: could not install torch (no network?): our side alone"; peer_args=(--no-torch); }
-    fi
-    "$venv/bin/python" bench/peers.py --build build/bench "${peer_args[@]}" "${@:2}"
+    torch_venv || { echo "semfocus: could not install torch (no network?): our side alone"; peer_args=(--no-torch); }
+    build/venv/bin/python bench/peers.py --build build/bench "${peer_args[@]}" "${@:2}"
     ;;
   deps) ;;
   *)

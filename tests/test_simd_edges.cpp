@@ -26,6 +26,7 @@
 #include "support/custom_policy.hpp"
 #include "support/margins.hpp"
 #include "support/oracle.hpp"
+#include "support/simd_checks.hpp"
 #include "support/simd_compare.hpp"
 #include "support/strided.hpp"
 

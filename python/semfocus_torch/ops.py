@@ -14,8 +14,10 @@ __all__ = ["attention"]
 
 
 def _empty_like_layout(ref: torch.Tensor, last: int) -> torch.Tensor:
-    """As the C++ side: [ref.shape[:3], last], outer axes ordered as ref's strides, rows contiguous."""
-    order = sorted(range(3), key=lambda a: -ref.stride(a))  # stable: ties keep axis order
+    """As the C++ side: [ref.shape[:3], last], outer axes ordered as ref's strides (as those of
+    its contiguous copy when its last axis is strided), rows contiguous."""
+    copied = ref.stride(3) != 1 and ref.size(3) > 1
+    order = [0, 1, 2] if copied else sorted(range(3), key=lambda a: -ref.stride(a))  # stable
     t = ref.new_empty([ref.size(a) for a in order] + [last])
     inverse = [0, 0, 0, 3]
     for x, a in enumerate(order):

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// Helpers of tests/test_simd.cpp and test_simd_edges.cpp: running any backend the way run_reference
-// runs the reference, normwise and bitwise comparisons of results, records and row statistics, the
-// kept sets the reference selects, and problems whose scores are exact in every backend.
+// Helpers of tests/test_simd.cpp, test_simd_edges.cpp and the fuzz driver: running any backend the
+// way run_reference runs the reference, normwise and bitwise comparisons of results, records and
+// row statistics, the kept sets the reference selects, and problems whose scores are exact in every
+// backend.
 #if defined(SEMFOCUS_HAS_XSIMD)
 
 #include <algorithm>
@@ -18,8 +19,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <doctest/doctest.h>
 
 #include "support/custom_policy.hpp"
 #include "support/oracle.hpp"
@@ -329,30 +328,6 @@ problem<T> integer_problem(const attention_shape& s, std::uint64_t seed, int ran
   for (T& x : pr.q.data) x = static_cast<T>(u(gen));
   for (T& x : pr.k.data) x = static_cast<T>(u(gen));
   return pr;
-}
-
-/// Forward results of the SIMD backend against the reference run `ref` (forward_differences).
-template <class Policy, class T>
-void check_forward(const Policy& p, const problem<T>& pr, const tensor<T>& out,
-                   const forward_record_t<Policy, T>& rec, const result<Policy, T>& ref,
-                   bool exact_scores) {
-  const differences d =
-      forward_differences(out, rec, ref, reference_kept_sets(p, pr, ref.record), exact_scores);
-  CHECK_MESSAGE(d.empty(), join(d));
-}
-
-/// Gradients against the reference run `ref` (gradient_differences).
-template <class Policy, class T>
-void check_gradients(const tensor<T>& dq, const tensor<T>& dk, const tensor<T>& dv,
-                     const result<Policy, T>& ref, bool whole_norm = false) {
-  const differences d = gradient_differences(dq, dk, dv, ref, whole_norm);
-  CHECK_MESSAGE(d.empty(), join(d));
-}
-
-/// For integer problems with scale `unit`: x moved to the nearest half unit, so that no exact
-/// score (a multiple of the unit) sits on a threshold.
-inline auto half_units(double unit) {
-  return [unit](double x) { return (std::floor(x / unit) + 0.5) * unit; };
 }
 
 }  // namespace semfocus::test

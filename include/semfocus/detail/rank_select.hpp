@@ -93,6 +93,29 @@ SEMFOCUS_HD SEMFOCUS_FORCEINLINE bits_t<T> rank_key(T x) noexcept {
   return U(Largest ? k : U(~k)) & U(U(0) - U(magnitude <= inf_bits));  // NaN -> 0
 }
 
+/// \brief select_rank for n <= 128 (see below; the same result): every key quick-selected
+/// directly, without the group pass and its histograms, whose fixed cost (two 256-entry tables
+/// zeroed and scanned) dominates short rows such as the paper's n = 40. Expected O(n); 1.5 KiB of
+/// stack (3 KiB for double).
+template <bool Largest, class T>
+SEMFOCUS_HD rank_result<T> select_rank_short(const T* s, index_t n, index_t k) noexcept {
+  using U = bits_t<T>;
+  U key[128], work[128], spare[128];
+  index_t finite = 0;
+  for (index_t j = 0; j < n; ++j) {
+    key[j] = rank_key<Largest>(s[j]);
+    work[j] = key[j];
+    finite += index_t(key[j] != 0);
+  }
+  if (finite <= k) return {Largest ? -infinity<T>() : infinity<T>(), n};
+  // The k-th best key is not 0 (more than k keys are), so NaN's zero keys never tie with it.
+  const rank_result<U> kth = quick_kth<U>(work, spare, n, k);
+  index_t rank = kth.last;
+  for (index_t j = 0; j < n; ++j)
+    if (key[j] == kth.value && --rank == 0) return {s[j], j};
+  return {s[0], 0};  // unreachable: the k-th key occurs
+}
+
 /// \brief Exact k-th best of n scores (k >= 1): the value and the index of the last kept tie
 /// (ties are kept in index order). NaN never counts.
 /// Pass 1 (vectorised) takes the best key of each of at most 256 groups of consecutive scores.
@@ -101,11 +124,13 @@ SEMFOCUS_HD SEMFOCUS_FORCEINLINE bits_t<T> rank_key(T x) noexcept {
 /// lie in the groups whose best is >= t, and when there are at most 512 of them they are
 /// gathered with their indices and quick-selected, and the tie cut-off is read off the gathered
 /// indices. Otherwise a radix selection over all n keys and a scan of the groups that reach the
-/// answer. Cost O(n): about one pass plus a fraction on the fast path (4 to 8 passes otherwise);
-/// about 7 KiB of stack (13 KiB for double), no allocation, deterministic; runs on host and
-/// device. Fewer than k non-NaN scores: returns the cut that keeps every non-NaN score.
+/// answer. Rows of at most 128 scores go to select_rank_short. Cost O(n): about one pass plus a
+/// fraction on the fast path (4 to 8 passes otherwise); about 7 KiB of stack (13 KiB for double),
+/// no allocation, deterministic; runs on host and device. Fewer than k non-NaN scores: returns the
+/// cut that keeps every non-NaN score.
 template <bool Largest, class T>
 SEMFOCUS_HD rank_result<T> select_rank(const T* s, index_t n, index_t k) noexcept {
+  if (n <= 128) return select_rank_short<Largest>(s, n, k);
   using U = bits_t<T>;
   constexpr index_t groups = 256, cap = 512;
   // At most 256 groups of g consecutive scores (g a multiple of 8 when above 4); the key is
