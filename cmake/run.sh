@@ -60,9 +60,10 @@ torch_venv() {
 
 # The PyTorch package (python/): built against build/venv's torch, then its pytest suite.
 python_tests() {
-  if ! torch_venv pytest ninja; then
-    echo "semfocus: could not install torch, pytest and ninja into build/venv (no network?):" \
-      "the Python tests did not run" >&2
+  # setuptools >= 70.1 builds wheels without the `wheel` package (a venv of Debian 12 has 65.5).
+  if ! torch_venv pytest ninja "setuptools>=70.1"; then
+    echo "semfocus: could not install torch, pytest, ninja and setuptools into build/venv" \
+      "(no network?): the Python tests did not run" >&2
     return 1
   fi
   MAX_JOBS="${MAX_JOBS:-$(nproc)}" build/venv/bin/pip install --quiet --no-build-isolation ./python
