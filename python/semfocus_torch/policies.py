@@ -10,7 +10,7 @@ Other policies:
 The semantics (which keys a row keeps, ties, empty rows) are those of the C++ headers under
 include/semfocus/policy/ and of the README's policy table.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional, Tuple
 
 import torch
@@ -35,12 +35,21 @@ def _float(name, value):
 
 
 class Policy:
-    """Base of the policies: ``spec()`` gives what crosses into C++ (name, ints, floats, mask)."""
+    """Base of the policies: ``spec()`` gives what crosses into C++ (name, ints, floats, mask).
+    For a dataclass policy it is derived from the fields: the class name (the C++ name), the int
+    fields and the float fields in declaration order, each checked against its annotation."""
 
     fixed_mask = False
 
+    def __post_init__(self):
+        for f in fields(self):
+            (_int if f.type is int else _float)(f"{type(self).__name__}.{f.name}",
+                                                getattr(self, f.name))
+
     def spec(self) -> Spec:
-        raise NotImplementedError
+        values = [(f.type, getattr(self, f.name)) for f in fields(self)]
+        return (type(self).__name__, tuple(v for t, v in values if t is int),
+                tuple(float(v) for t, v in values if t is float), None)
 
 
 @dataclass(frozen=True)
@@ -48,18 +57,12 @@ class dense(Policy):
     """Every key: softmax attention."""
     fixed_mask = True
 
-    def spec(self):
-        return "dense", (), (), None
-
 
 @dataclass(frozen=True)
 class causal(Policy):
     """Keys j <= p, with p = i + n_k - n_q the row's position (bottom-right aligned, as
     FlashAttention); the first n_q - n_k rows are empty when n_q > n_k."""
     fixed_mask = True
-
-    def spec(self):
-        return "causal", (), (), None
 
 
 @dataclass(frozen=True)
@@ -69,24 +72,12 @@ class banded(Policy):
     k: int
     fixed_mask = True
 
-    def __post_init__(self):
-        _int("banded.k", self.k)
-
-    def spec(self):
-        return "banded", (self.k,), (), None
-
 
 @dataclass(frozen=True)
 class block_local(Policy):
     """The keys of the row's own block of k positions (j // k == p // k). Requires k >= 1."""
     k: int
     fixed_mask = True
-
-    def __post_init__(self):
-        _int("block_local.k", self.k)
-
-    def spec(self):
-        return "block_local", (self.k,), (), None
 
 
 @dataclass(frozen=True)
@@ -96,13 +87,6 @@ class strided(Policy):
     stride: int
     local: int = 0
     fixed_mask = True
-
-    def __post_init__(self):
-        _int("strided.stride", self.stride)
-        _int("strided.local", self.local)
-
-    def spec(self):
-        return "strided", (self.stride, self.local), (), None
 
 
 class explicit_mask(Policy):
@@ -159,13 +143,9 @@ class random_k(Policy):
     seed: int = 0
 
     def __post_init__(self):
-        _int("random_k.k", self.k)
-        _int("random_k.seed", self.seed)
+        super().__post_init__()
         if not 0 <= self.seed < 2 ** 63:
             raise ValueError(f"semfocus_torch: random_k.seed must be in [0, 2^63), got {self.seed}")
-
-    def spec(self):
-        return "random_k", (self.k, self.seed), (), None
 
 
 @dataclass(frozen=True)
@@ -173,23 +153,11 @@ class top_k(Policy):
     """The k largest scores of each row (ties: lower key index first; NaN never kept)."""
     k: int
 
-    def __post_init__(self):
-        _int("top_k.k", self.k)
-
-    def spec(self):
-        return "top_k", (self.k,), (), None
-
 
 @dataclass(frozen=True)
 class bottom_k(Policy):
     """The k smallest scores of each row (ties: lower key index first; NaN never kept)."""
     k: int
-
-    def __post_init__(self):
-        _int("bottom_k.k", self.k)
-
-    def spec(self):
-        return "bottom_k", (self.k,), (), None
 
 
 @dataclass(frozen=True)
@@ -198,21 +166,9 @@ class threshold(Policy):
     empty unless the row is all NaN). Requires a finite tau >= 0."""
     tau: float
 
-    def __post_init__(self):
-        _float("threshold.tau", self.tau)
-
-    def spec(self):
-        return "threshold", (), (float(self.tau),), None
-
 
 @dataclass(frozen=True)
 class absolute_threshold(Policy):
     """Scores s_ij >= tau (scaled scores); a row may keep nothing (output 0, gradients 0).
     Requires a finite tau."""
     tau: float
-
-    def __post_init__(self):
-        _float("absolute_threshold.tau", self.tau)
-
-    def spec(self):
-        return "absolute_threshold", (), (float(self.tau),), None

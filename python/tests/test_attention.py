@@ -49,7 +49,7 @@ def keep_mask(policy, s):
     n_q, n_k = s.shape[-2:]
     if isinstance(policy, st.explicit_mask):
         return policy.mask.expand_as(s)
-    if isinstance(policy, st.top_k) or isinstance(policy, st.bottom_k):
+    if isinstance(policy, (st.top_k, st.bottom_k)):
         idx = s.topk(policy.k, dim=-1, largest=isinstance(policy, st.top_k)).indices
         return torch.zeros_like(s, dtype=torch.bool).scatter(-1, idx, True)
     if isinstance(policy, st.threshold):
