@@ -7,10 +7,11 @@
 #   bash cmake/run.sh test       build tests and examples (CUDA parts too when nvcc is found), print
 #                                the SIMD arch the tests exercise, run ctest; then build the PyTorch
 #                                package (python/) into build/venv (torch from PyPI) and run pytest
-#   bash cmake/run.sh sanitize   the tests under AddressSanitizer + UBSan
+#   bash cmake/run.sh sanitize   tests and examples under AddressSanitizer + UBSan, built with
+#                                clang++ (-O1): the project's clang build
 #   bash cmake/run.sh strict [PRESET...]
-#                                compile-only builds with -Werror (default: strict-x86-64-v3,
-#                                strict-x86-64-v4 with g++, strict-clang with clang++)
+#                                compile-only builds with -Werror (default: strict-x86-64-v3 and
+#                                strict-x86-64-v4 with g++)
 #   bash cmake/run.sh fuzz [S]   the SIMD-vs-reference fuzz driver of the test build for S seconds
 #                                (default 150, seed from the commit); failing inputs go to
 #                                build/dev/fuzz-failures/
@@ -28,7 +29,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 packages=(cmake ninja-build g++ libeigen3-dev libxsimd-dev doctest-dev libbenchmark-dev)
 case "${1:-}" in
   demo) packages+=(gnuplot-nox) ;;
-  strict) packages+=(clang) ;;
+  sanitize) packages+=(clang) ;;
   test | deps) packages+=(python3 python3-venv python3-dev) ;;
   bench-peers) command -v python3 >/dev/null && python3 -m venv --help >/dev/null 2>&1 ||
     packages+=(python3 python3-venv) ;;
@@ -105,7 +106,7 @@ case "${1:-}" in
     ;;
   strict)
     presets=("${@:2}")
-    ((${#presets[@]})) || presets=(strict-x86-64-v3 strict-x86-64-v4 strict-clang)
+    ((${#presets[@]})) || presets=(strict-x86-64-v3 strict-x86-64-v4)
     for preset in "${presets[@]}"; do
       echo "semfocus: compile-only -Werror build: $preset"
       build_preset "$preset"

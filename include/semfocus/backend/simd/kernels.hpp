@@ -118,11 +118,15 @@ struct kernels {
     return r;
   }
 
-  /// \brief exp(x) lane-wise, with x first raised to -1000 (exp gives 0 for both), so that -inf
-  /// (an unkept score) never reaches exp's float-to-integer conversion (undefined behaviour that
-  /// clang's sanitizer reports); NaN stays NaN and +inf gives +inf.
+  /// \brief exp(x) lane-wise, with x first clamped to [-1000, 1000] (exp gives 0 and +inf there,
+  /// as at -inf and +inf) and NaN lanes passed around exp (and returned as they are), so that no
+  /// -inf (an unkept score), +inf or NaN reaches exp's float-to-integer conversion: out of range,
+  /// it is undefined behaviour (xsimd converts double lanes one by one on AVX2; clang's UBSan
+  /// reports it).
   static batch exp_floored(const batch& x) noexcept {
-    return xsimd::exp(xsimd::max(batch(T(-1000)), x));  // max(a, NaN) is NaN: x86 max returns b
+    const auto nan = xsimd::isnan(x);
+    const batch clamped = xsimd::min(xsimd::max(x, batch(T(-1000))), batch(T(1000)));
+    return xsimd::select(nan, x, xsimd::exp(xsimd::select(nan, batch(T(0)), clamped)));
   }
 
   /// \brief x[j] = exp(x[j] - m) for j in [0, n) (n a multiple of width); returns the sum of the
