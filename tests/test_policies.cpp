@@ -713,9 +713,10 @@ void compare_rank_with_brute_force(bool largest) {
     check_row(s);
   }
   // Longer rows: many ties from a small integer set; continuous values; values that share their
-  // high bytes (differ only in the last bits) so every radix pass matters.
-  for (int r = 0; r < 6; ++r) {
-    const index_t n = 200 + 37 * r;
+  // high bytes (differ only in the last bits) so every radix pass matters. The lengths straddle
+  // the selection's paths: the small-k pass (k <= 8, n <= 256), the short quickselect (n <= 128)
+  // and the grouped pass.
+  for (const index_t n : {40, 97, 128, 129, 200, 237, 256, 257, 311, 385}) {
     std::vector<T> ties, cont, close;
     for (index_t j = 0; j < n; ++j) {
       ties.push_back(static_cast<T>(pick_finite(gen) - 3));

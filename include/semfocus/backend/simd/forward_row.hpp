@@ -35,7 +35,9 @@ struct forward_impl<exec::simd_t, Policy, T> {
     const attention_shape& sh = rec.shape;
     bs::forward_operands<T> ops(sh);
     constexpr index_t bk = bs::forward_operands<T>::bk;
-    const index_t nkp = ops.nkb * bk;  // padded row length
+    // Row length: n_k padded for the vector passes and the mask's 8-byte reads (the last key
+    // block's score gemm is that much narrower than bk: n_k = 40 computes 40 scores, not 64).
+    const index_t nkp = K::round_up(sh.n_k, std::max<index_t>(K::width, 8));
     bs::arena_layout shared, scratch;
     ops.scan(v);
     ops.plan(shared);
@@ -62,8 +64,9 @@ struct forward_impl<exec::simd_t, Policy, T> {
       std::vector<std::uint32_t>& kept = lists[std::size_t(t)];
       kept.clear();
       for (index_t kb = 0; kb < ops.nkb; ++kb)
-        K::template gemm<false>(mq, bk, sh.d, q.row(b, h, i0), q.strides().seq, 1,
-                                ops.kt_block(ctx.shared, bh, kb), ops.kt_lpb(), s + kb * bk, nkp);
+        K::template gemm<false>(mq, std::min(bk, nkp - kb * bk), sh.d, q.row(b, h, i0),
+                                q.strides().seq, 1, ops.kt_block(ctx.shared, bh, kb), ops.kt_lpb(),
+                                s + kb * bk, nkp);
       for (index_t r = 0; r < mq; ++r) {
         T* row = s + r * nkp;
         K::scale(row, nkp, sc);

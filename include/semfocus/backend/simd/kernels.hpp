@@ -69,7 +69,12 @@ struct kernels {
   static void pack_b_rows(const tensor_view<const T>& t, index_t b, index_t h, index_t r0,
                           index_t n, index_t kd, T* dst, bool zero_nonfinite = false) noexcept {
     const index_t dim = t.dim(), lpb = kd * nr;
-    std::fill(dst, dst + panels_size(kd, dim), T(0));
+    if (dim % nr != 0 || zero_nonfinite) {
+      std::fill(dst, dst + panels_size(kd, dim), T(0));
+    } else {  // every entry of rows [0, n) is written below: zero rows [n, kd) of each panel
+      for (index_t j = 0; j < dim; j += nr)
+        std::fill(dst + j / nr * lpb + n * nr, dst + j / nr * lpb + kd * nr, T(0));
+    }
     for (index_t p = 0; p < n; ++p) {
       const T* src = t.row(b, h, r0 + p);
       if (zero_nonfinite && !finite(src, dim)) continue;
@@ -85,7 +90,7 @@ struct kernels {
   static void pack_b_transposed(const tensor_view<const T>& t, index_t b, index_t h, index_t r0,
                                 index_t n, T* dst, index_t blk) noexcept {
     const index_t dim = t.dim(), lpb = dim * nr;
-    std::fill(dst, dst + blk * dim, T(0));
+    std::fill(dst + n / nr * lpb, dst + blk * dim, T(0));  // the panels holding columns >= n
     for (index_t j = 0; j < n; ++j) {
       const T* src = t.row(b, h, r0 + j);
       T* col = dst + j / nr * lpb + j % nr;
