@@ -59,10 +59,21 @@ inline policy_spec make_spec(c10::string_view policy, at::IntArrayRef ints,
   return p;
 }
 
-/// \brief The executor every operator uses: the SIMD backend on torch's intra-op thread count,
-/// with the calling thread's workspace.
+/// \brief The backend's worker slots on PyTorch's intra-op pool: slot s runs as index s of
+/// at::parallel_for (one slot per thread; inline, one after another, inside a parallel region).
+/// The pool's threads are awake between torch's own operators, where the backend's own sleeping
+/// pool would have to be woken and would compete with them for the cores.
+inline void torch_launch(void*, int n, void (*body)(void*, int), void* body_state) {
+  at::parallel_for(0, n, 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t s = begin; s < end; ++s) body(body_state, static_cast<int>(s));
+  });
+}
+
+/// \brief The executor every operator uses: the SIMD backend on torch's intra-op thread count and
+/// pool (torch_launch), with the calling thread's workspace.
 inline semfocus::exec::simd_t executor() {
-  return semfocus::exec::simd.with_threads(std::max(1, at::get_num_threads()));
+  return semfocus::exec::simd.with_threads(std::max(1, at::get_num_threads()))
+      .with_runner({&torch_launch, nullptr});
 }
 
 /// \brief Runs f, turning the library's invalid_argument into a ValueError with its message.

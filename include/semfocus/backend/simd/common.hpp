@@ -41,6 +41,7 @@ struct call_context {
   int threads;
   void* shared;
   std::size_t scratch_bytes;
+  exec::simd_runner runner;
 
   call_context(const exec::simd_t& ex, index_t max_tasks, std::size_t shared_bytes,
                std::size_t scratch_bytes_)
@@ -48,7 +49,8 @@ struct call_context {
         threads(static_cast<int>(std::max<index_t>(
             1, std::min<index_t>(ex.resolved_threads(), std::max<index_t>(max_tasks, 1))))),
         shared(nullptr),
-        scratch_bytes(scratch_bytes_) {
+        scratch_bytes(scratch_bytes_),
+        runner(ex.runner) {
     ws->reserve_slots(std::size_t(threads) + 1);
     shared = ws->get(0, std::max<std::size_t>(shared_bytes, 1));
     for (int s = 0; s < threads; ++s)
@@ -58,10 +60,10 @@ struct call_context {
   /// \brief The scratch arena of worker `slot`.
   void* scratch(int slot) const { return ws->get(std::size_t(slot) + 1, scratch_bytes); }
 
-  /// \brief Runs fn(task, slot) for task in [0, n) on the pool.
+  /// \brief Runs fn(task, slot) for task in [0, n) on the pool (or the executor's runner).
   template <class F>
   void run(index_t n, F&& fn) const {
-    thread_pool::instance().run(n, threads, std::forward<F>(fn));
+    thread_pool::instance().run(n, threads, std::forward<F>(fn), runner);
   }
 };
 

@@ -85,17 +85,37 @@ class simd_workspace {
 
 namespace semfocus::exec {
 
+/// \brief Where the SIMD backend's worker threads come from. Empty (the default): the backend's
+/// own process-wide pool of sleeping threads. Set: a host framework's pool, so that two pools
+/// never compete for the same cores (semfocus_torch passes PyTorch's at::parallel_for, whose
+/// threads are already awake between the operators of a model).
+///
+/// launch(state, n, body, body_state) must call body(body_state, s) exactly once for every slot
+/// s in [0, n) and return when all calls have returned; the calls may run concurrently (at most
+/// n threads help) or one after another on fewer threads, in any order. body never throws (the
+/// backend rethrows a task's exception on the calling thread after launch returns). A trivially
+/// copyable value; the caller keeps `state` alive for as long as the executor is used.
+struct simd_runner {
+  void (*launch)(void* state, int n, void (*body)(void* body_state, int slot),
+                 void* body_state) = nullptr;
+  void* state = nullptr;
+
+  explicit operator bool() const noexcept { return launch != nullptr; }
+};
+
 /// \brief The SIMD CPU backend (backend/simd): xsimd kernels for the arch the translation unit is
 /// compiled for (AVX-512, AVX2, SSE, NEON, ...), multi-threaded over batch x heads x row blocks
 /// (forward) and key blocks (backward). Results are bit-identical whatever the thread count.
 ///
-/// A small value: `exec::simd` uses every hardware thread and a thread_local workspace;
-/// `exec::simd.with_threads(2).with_workspace(ws)` chooses both.
+/// A small value: `exec::simd` uses every hardware thread of its own pool and a thread_local
+/// workspace; `exec::simd.with_threads(2).with_workspace(ws).with_runner(r)` chooses all three.
 struct simd_t {
   /// Worker threads, the calling thread included; 0 = std::thread::hardware_concurrency().
   int threads = 0;
   /// Scratch memory to reuse; nullptr = the calling thread's thread_local workspace.
   simd_workspace* workspace = nullptr;
+  /// The worker threads' source; empty = the backend's own pool.
+  simd_runner runner{};
 
   /// \brief A copy running on n threads (n >= 1; 0 = all hardware threads).
   /// \throws invalid_argument if n < 0.
@@ -110,6 +130,14 @@ struct simd_t {
   simd_t with_workspace(simd_workspace& ws) const noexcept {
     simd_t s = *this;
     s.workspace = &ws;
+    return s;
+  }
+
+  /// \brief A copy whose calls run their tasks through `r` (see simd_runner) on up to
+  /// resolved_threads() slots.
+  simd_t with_runner(simd_runner r) const noexcept {
+    simd_t s = *this;
+    s.runner = r;
     return s;
   }
 

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "semfocus/backend/simd/exec.hpp"
 #include "semfocus/config.hpp"
 
 namespace semfocus::backend::simd {
@@ -17,13 +18,14 @@ namespace semfocus::backend::simd {
 /// \brief A process-wide pool of sleeping worker threads running one job at a time.
 ///
 /// run(n_tasks, threads, fn) calls fn(task, slot) for every task in [0, n_tasks) on `threads`
-/// threads (the caller is slot 0, workers slots 1..threads-1). Tasks are claimed in increasing
-/// order from one atomic counter, so a task may wait for a smaller task of the same job (the
-/// ordered reductions of backward): the smallest unfinished task never waits, hence no deadlock.
-/// If the pool is busy (a concurrent call from another thread, or a nested call), the caller runs
-/// every task itself; results never depend on this. The first exception thrown by fn is rethrown
-/// on the caller after every task has stopped; once a task has thrown, no new task starts and
-/// wait_turn stops waiting, so ordered tasks cannot hang on a task that never ran.
+/// threads (the caller is slot 0, workers slots 1..threads-1), or, given a runner
+/// (exec::simd_runner), on the runner's threads as slots 0..threads-1. Tasks are claimed in
+/// increasing order from one atomic counter, so a task may wait for a smaller task of the same job
+/// (the ordered reductions of backward): the smallest unfinished task never waits, hence no
+/// deadlock. If the pool is busy (a concurrent call from another thread, or a nested call), the
+/// caller runs every task itself; results never depend on this. The first exception thrown by fn is
+/// rethrown on the caller after every task has stopped; once a task has thrown, no new task starts
+/// and wait_turn stops waiting, so ordered tasks cannot hang on a task that never ran.
 class thread_pool {
  public:
   static thread_pool& instance() {
@@ -32,7 +34,7 @@ class thread_pool {
   }
 
   template <class F>
-  void run(index_t n_tasks, int threads, F&& fn) {
+  void run(index_t n_tasks, int threads, F&& fn, const exec::simd_runner& runner = {}) {
     if (n_tasks <= 0) return;
     const int want = static_cast<int>(std::min<index_t>(threads, n_tasks));
     std::unique_lock<std::mutex> busy(job_mutex_, std::try_to_lock);
@@ -41,6 +43,23 @@ class thread_pool {
       return;
     }
     std::function<void(index_t, int)> task = [&fn](index_t t, int slot) { fn(t, slot); };
+    if (runner) {  // the same claim loop, on the runner's threads (slots 0..want-1)
+      {
+        std::lock_guard<std::mutex> lk(m_);
+        job_ = &task;
+        n_tasks_ = n_tasks;
+        next_.store(0, std::memory_order_relaxed);
+        error_ = nullptr;
+        failed_.store(false, std::memory_order_relaxed);
+      }
+      runner.launch(
+          runner.state, want,
+          [](void* self, int slot) { static_cast<thread_pool*>(self)->work(slot); }, this);
+      std::lock_guard<std::mutex> lk(m_);
+      job_ = nullptr;
+      if (error_) std::rethrow_exception(error_);
+      return;
+    }
     {
       std::lock_guard<std::mutex> lk(m_);
       while (static_cast<int>(workers_.size()) < want - 1)
