@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # The project's entry point on Debian 12: installs the missing packages (apt-get), then runs CMake
 # presets.
-#   bash cmake/run.sh demo       build the examples, run the quickstart and a small policy comparison
+#   bash cmake/run.sh demo       build and run the quickstart and a small policy comparison
 #                                (draws its figures with gnuplot, and prints their paths at the end)
 #   bash cmake/run.sh test       build tests and examples (CUDA parts too when nvcc is found), print
 #                                the SIMD arch the tests exercise, run ctest; then build the PyTorch
@@ -81,7 +81,8 @@ build_preset() {
 
 case "${1:-}" in
   demo)
-    cmake --workflow --preset demo
+    cmake --preset demo
+    cmake --build --preset demo --target quickstart compare  # the two programs it runs
     ./build/demo/examples/quickstart
     # The paper's effect at a small scale (README, "The demo"): about 2 minutes on 2 cores.
     ./build/demo/examples/compare --task even_pairs --policies full,topk:5,banded:5,block:5 \
