@@ -8,6 +8,7 @@
 import os
 from pathlib import Path
 
+import torch
 from setuptools import setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension, include_paths
 
@@ -23,6 +24,13 @@ if not (xsimd / "xsimd" / "xsimd.hpp").is_file():
 
 flags = ["-std=c++20", "-O3", f"-march={os.environ.get('SEMFOCUS_MARCH', 'native')}",
          "-DSEMFOCUS_HAS_XSIMD=1", "-fvisibility=hidden", "-Wall", "-Wextra"]
+# at::parallel_for (the backend's worker slots, csrc/common.hpp) is inline OpenMP in torch's
+# headers: without -fopenmp it runs every slot on the calling thread. Linked against libgomp.so.1,
+# the extension shares the runtime torch has loaded (same soname), so there is one pool.
+link = ["-pthread"]
+if "OpenMP" in torch.__config__.parallel_info():
+    flags.append("-fopenmp")
+    link.append("-fopenmp")
 # torch's headers as system headers: their warnings are not ours (-isystem overrides its -I).
 flags += [f"-isystem{d}" for d in include_paths()]
 # /usr/include is already searched; naming it with -I would break libstdc++'s #include_next.
@@ -31,6 +39,6 @@ sources = [f"csrc/{name}.cpp" for name in ("register", "forward", "backward")]
 
 setup(
     ext_modules=[CppExtension("semfocus_torch._C", sources, include_dirs=dirs,
-                              extra_compile_args={"cxx": flags}, extra_link_args=["-pthread"])],
+                              extra_compile_args={"cxx": flags}, extra_link_args=link)],
     cmdclass={"build_ext": BuildExtension},
 )

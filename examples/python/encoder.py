@@ -26,6 +26,7 @@ crossing the top-k boundary changes a selection).
 import argparse
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -76,6 +77,8 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.d).permute(2, 0, 3, 1, 4)
         if self.torch_k is None:
             o = st.attention(q, k, v, self.policy)
+        elif self.torch_k == 0:  # no attention (o = v): the rest of the model alone, a bound
+            o = v
         else:
             o = torch_top_k(q, k, v, self.torch_k)
         return self.out(o.transpose(1, 2).reshape(b, n, self.heads * self.d))
@@ -154,6 +157,7 @@ def ddp_worker(rank, world, args, port, result):
         curve = train(args, rank, world)
         if rank == 0 and result is not None:
             result.put(curve)
+        dist.barrier()  # no rank tears gloo down while another is still in a collective
     finally:
         dist.destroy_process_group()
 
@@ -173,20 +177,24 @@ def run_ddp(args):
 
 def bench_step(args):
     """Seconds per training step (forward, backward, update) of the model with our top-k and with
-    the hand-written PyTorch top-k, at n = 40 (the paper's) and n = 1024 (--bench-n), interleaved."""
+    the hand-written PyTorch top-k, at n = 40 (the paper's) and n = 1024 (--bench-n), interleaved;
+    and of the same model without attention (o = v): the rest of the step, which bounds the
+    speed-up any attention kernel can give (PyTorch's step over it)."""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model: {args.blocks} "
-          f"blocks, d = {args.d}, batch {args.batch}, top-k k = 5; medians of 5 rounds\n")
-    print("| n | semfocus_torch top-k (ms/step) | PyTorch top-k (ms/step) | speed-up |")
-    print("|--:|--:|--:|--:|")
+          f"blocks, d = {args.d}, batch {args.batch}, top-k k = 5; medians of 7 rounds\n")
+    print("| n | semfocus_torch top-k (ms/step) | PyTorch top-k (ms/step) | speed-up "
+          "| no attention (ms/step) | bound |")
+    print("|--:|--:|--:|--:|--:|--:|")
     for n in args.bench_n:
         x, y = even_pairs(args.batch, n, 0)
         times = {}
         models = {"ours": Encoder(2, 2, n, args.blocks, args.d, args.d, 1, st.top_k(5)),
-                  "torch": Encoder(2, 2, n, args.blocks, args.d, args.d, 1, None, 5)}
-        for _ in range(5):
+                  "torch": Encoder(2, 2, n, args.blocks, args.d, args.d, 1, None, 5),
+                  "none": Encoder(2, 2, n, args.blocks, args.d, args.d, 1, None, 0)}
+        for _ in range(7):
             for name, model in models.items():
                 opt = torch.optim.SGD(model.parameters(), lr=0.01)
-                reps = 20 if n == 40 else 2
+                reps = 20 if n <= 128 else 2
                 for r in range(reps + 1):
                     if r == 1:
                         t0 = time.perf_counter()
@@ -195,8 +203,9 @@ def bench_step(args):
                     loss.backward()
                     opt.step()
                 times.setdefault(name, []).append((time.perf_counter() - t0) / reps)
-        ours, theirs = (sorted(times[k])[2] * 1e3 for k in ("ours", "torch"))
-        print(f"| {n} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f}x |", flush=True)
+        ours, theirs, none = (statistics.median(times[k]) * 1e3 for k in ("ours", "torch", "none"))
+        print(f"| {n} | {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f}x | {none:.2f} "
+              f"| {theirs / none:.2f}x |", flush=True)
 
 
 def main(argv=None):
