@@ -72,8 +72,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, policy: Policy,
     (a [batch, seq, heads, dim] tensor passes as ``x.transpose(1, 2)``, without a copy; a last
     axis of stride != 1 is copied once). Returns out [batch, heads, n_q, d_v], laid out as q.
     Differentiable in q, k and v with the library's exact backward (the kept set held constant,
-    never re-selected). CPU, float32 or float64; runs on torch.get_num_threads() threads and gives
-    the same bits for any thread count. scale defaults to 1 / sqrt(d).
+    never re-selected). CPU, float32 or float64; runs on torch.get_num_threads() threads of
+    PyTorch's intra-op pool and gives the same bits for any thread count. scale defaults to 1 / sqrt(d).
     Cost: O(batch heads n_q n_k (d + d_v)) time for dense and row policies (banded and block-local:
     O(n k d)); memory O(batch heads n_q) plus the kept pairs of top-k-like policies, never n x n.
     Raises ValueError for shapes, dtypes, devices or policy parameters the library rejects, with
