@@ -152,10 +152,9 @@ SEMFOCUS_HD rank_result<T> select_rank_short(const T* s, index_t n, index_t k) n
 /// indices. Otherwise a radix selection over all n keys and a scan of the groups that reach the
 /// answer. Rows of at most 256 scores go to select_rank_small_k when k <= 8 (measured 2 to 3
 /// times faster at n = 40, k = 5; equal at n = 256), other rows of at most 128 to
-/// select_rank_short. Cost O(n): about one pass plus a
-/// fraction on the fast path (4 to 8 passes otherwise); about 7 KiB of stack (13 KiB for double),
-/// no allocation, deterministic; runs on host and device. Fewer than k non-NaN scores: returns the
-/// cut that keeps every non-NaN score.
+/// select_rank_short. Cost O(n): about one pass plus a fraction on the fast path (4 to 8 passes
+/// otherwise); about 7 KiB of stack (13 KiB for double), no allocation, deterministic; runs on
+/// host and device. Fewer than k non-NaN scores: returns the cut that keeps every non-NaN score.
 template <bool Largest, class T>
 SEMFOCUS_HD rank_result<T> select_rank(const T* s, index_t n, index_t k) noexcept {
   if (k <= 8 && n <= 256) return select_rank_small_k<Largest>(s, n, k);

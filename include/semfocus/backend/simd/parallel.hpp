@@ -43,37 +43,28 @@ class thread_pool {
       return;
     }
     std::function<void(index_t, int)> task = [&fn](index_t t, int slot) { fn(t, slot); };
-    if (runner) {  // the same claim loop, on the runner's threads (slots 0..want-1)
-      {
-        std::lock_guard<std::mutex> lk(m_);
-        job_ = &task;
-        n_tasks_ = n_tasks;
-        next_.store(0, std::memory_order_relaxed);
-        error_ = nullptr;
-        failed_.store(false, std::memory_order_relaxed);
-      }
-      runner.launch(
-          runner.state, want,
-          [](void* self, int slot) { static_cast<thread_pool*>(self)->work(slot); }, this);
-      std::lock_guard<std::mutex> lk(m_);
-      job_ = nullptr;
-      if (error_) std::rethrow_exception(error_);
-      return;
-    }
     {
       std::lock_guard<std::mutex> lk(m_);
-      while (static_cast<int>(workers_.size()) < want - 1)
-        workers_.emplace_back([this, id = static_cast<int>(workers_.size()) + 1] { loop(id); });
       job_ = &task;
       n_tasks_ = n_tasks;
       next_.store(0, std::memory_order_relaxed);
-      active_ = participants_ = want - 1;
       error_ = nullptr;
       failed_.store(false, std::memory_order_relaxed);
-      ++generation_;
+      active_ = participants_ = runner ? 0 : want - 1;  // the own workers taking part
+      if (!runner) {
+        while (static_cast<int>(workers_.size()) < want - 1)
+          workers_.emplace_back([this, id = static_cast<int>(workers_.size()) + 1] { loop(id); });
+        ++generation_;
+      }
     }
-    cv_.notify_all();
-    work(0);
+    if (runner) {  // the same claim loop, on the runner's threads (slots 0..want-1)
+      runner.launch(
+          runner.state, want,
+          [](void* self, int slot) { static_cast<thread_pool*>(self)->work(slot); }, this);
+    } else {
+      cv_.notify_all();
+      work(0);
+    }
     std::unique_lock<std::mutex> lk(m_);
     done_cv_.wait(lk, [&] { return active_ == 0; });
     job_ = nullptr;
