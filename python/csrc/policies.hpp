@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <semfocus/semfocus.hpp>
 
@@ -26,12 +28,14 @@ struct policy_spec {
   sf::tensor_view<const bool> mask{};
 };
 
-/// \brief The [batch, heads, seq, dim] view of a 4-D tensor whose last axis has stride 1 (checked
-/// by the caller).
+/// \brief The [batch, heads, seq, dim] view of a 4-D tensor whose last axis has stride 1 and whose
+/// dtype stores T (float, double, bool; __half for float16, __nv_bfloat16 for bfloat16): both
+/// checked by the caller.
 template <class T>
 sf::tensor_view<T> view_of(const at::Tensor& t) {
   using U = std::remove_const_t<T>;
-  return {const_cast<U*>(t.data_ptr<U>()),
+  TORCH_INTERNAL_ASSERT(t.element_size() == sizeof(U), "semfocus_torch: view_of: element size");
+  return {static_cast<U*>(t.data_ptr()),
           sf::tensor_shape{t.size(0), t.size(1), t.size(2), t.size(3)},
           sf::tensor_strides{t.stride(0), t.stride(1), t.stride(2)}};
 }

@@ -1,16 +1,19 @@
 # SPDX-License-Identifier: MIT
 """The operator: ``attention(q, k, v, policy, scale=None)``, and the torch.library rules of
-semfocus::forward and semfocus::backward (their CPU kernels are in the C++ extension, _C):
-fake (meta) implementations for torch.compile, and the autograd formula, which hands the forward's
-record (row log-sum-exp, row statistics, kept sets) to the library's exact backward."""
+semfocus::forward and semfocus::backward (their CPU and CUDA kernels are in the C++ extension,
+_C): fake (meta) implementations for torch.compile, and the autograd formula, which hands the
+forward's record (row log-sum-exp, row statistics, kept sets) to the library's exact backward."""
 from typing import Optional
 
 import torch
 
-from . import _C  # noqa: F401  (registers the semfocus:: operators)
+from . import _C  # registers the semfocus:: operators
 from .policies import Policy
 
-__all__ = ["attention"]
+__all__ = ["attention", "cuda_kernels"]
+
+#: Whether this build of the package has the CUDA kernels (built with nvcc and a CUDA torch).
+cuda_kernels: bool = bool(_C.cuda_kernels)
 
 
 def _empty_like_layout(ref: torch.Tensor, last: int) -> torch.Tensor:
@@ -27,12 +30,13 @@ def _empty_like_layout(ref: torch.Tensor, last: int) -> torch.Tensor:
 
 @torch.library.register_fake("semfocus::forward")
 def _forward_fake(q, k, v, policy, ints, floats, mask, scale):
+    # The record's tensors are CPU tensors on every device (the library's record is a host object).
     ctx = torch.library.get_ctx()
     rows = q.size(0) * q.size(1) * q.size(2)
-    return (_empty_like_layout(q, v.size(3)), q.new_empty((rows,), dtype=torch.float64),
-            q.new_empty((ctx.new_dynamic_size(),), dtype=torch.uint8),
-            q.new_empty((ctx.new_dynamic_size(),), dtype=torch.int64),
-            q.new_empty((ctx.new_dynamic_size(),), dtype=torch.int32))
+    return (_empty_like_layout(q, v.size(3)), torch.empty((rows,), dtype=torch.float64),
+            torch.empty((ctx.new_dynamic_size(),), dtype=torch.uint8),
+            torch.empty((ctx.new_dynamic_size(),), dtype=torch.int64),
+            torch.empty((ctx.new_dynamic_size(),), dtype=torch.int32))
 
 
 @torch.library.register_fake("semfocus::backward")
@@ -72,8 +76,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, policy: Policy,
     (a [batch, seq, heads, dim] tensor passes as ``x.transpose(1, 2)``, without a copy; a last
     axis of stride != 1 is copied once). Returns out [batch, heads, n_q, d_v], laid out as q.
     Differentiable in q, k and v with the library's exact backward (the kept set held constant,
-    never re-selected). CPU, float32 or float64; runs on torch.get_num_threads() threads of
-    PyTorch's intra-op pool and gives the same bits for any thread count. scale defaults to 1 / sqrt(d).
+    never re-selected). CPU: float32 or float64, on torch.get_num_threads() threads of PyTorch's
+    intra-op pool, the same bits for any thread count. CUDA (when the package was built with nvcc,
+    see ``cuda_kernels``): float32, float16 and bfloat16 by the tiled kernels (float scores and
+    sums), float64 by the naive ones, on the current stream of q's device; each call waits for its
+    kernels (the forward record is copied to host memory) and the backward re-derives the kept
+    sets from the recorded row statistics. All tensors on one device. scale defaults to
+    1 / sqrt(d).
     Cost: O(batch heads n_q n_k (d + d_v)) time for dense and row policies (banded and block-local:
     O(n k d)); memory O(batch heads n_q) plus the kept pairs of top-k-like policies, never n x n.
     Raises ValueError for shapes, dtypes, devices or policy parameters the library rejects, with

@@ -156,9 +156,9 @@ def test_opcheck():
                               (q, k, v, name, list(ints), list(floats), mask, None))
 
 
-def test_torch_compile_fullgraph():
-    q, k, v = (x.requires_grad_() for x in inputs(b=1, h=2, n_q=16, n_k=16, d=8, d_v=8))
-
+def compiled_matches_eager(q, k, v):
+    """torch.compile(fullgraph=True) of a function calling the operator gives its eager value
+    and gradients; returns the eager gradients."""
     def f(q, k, v):
         return (st.attention(q, k, v, st.top_k(4)) * 2).sum()
 
@@ -168,6 +168,12 @@ def test_torch_compile_fullgraph():
     got = torch.autograd.grad(compiled(q, k, v), (q, k, v))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+    return want
+
+
+def test_torch_compile_fullgraph():
+    compiled_matches_eager(*(x.requires_grad_()
+                             for x in inputs(b=1, h=2, n_q=16, n_k=16, d=8, d_v=8)))
 
 
 def test_bshd_layout_through_strides():
