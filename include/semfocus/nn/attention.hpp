@@ -15,25 +15,31 @@
 //   Q = X Wq^T + bq, K = X Wk^T + bk, V = X Wv^T + bv      (Wq, Wk, Wv [heads d, d])
 //   O_h = softmax over the policy's kept keys of (Q_h K_h^T / sqrt(d)) V_h    (per sequence)
 //   Y = [O_1 | ... | O_heads] Wo^T + bo                     (Wo [d, heads d])
-// Q, K, V and O are stored [batch n, heads d] (head h in columns [h d, (h + 1) d)) and reach
-// semfocus::forward / backward without a copy as strided views of shape {batch, heads, n, d}
-// with strides {n heads d, d, heads d}. The gradient treats the kept set as a constant (see
+// The three input projections run as one GEMM, [Q | K | V] = X [Wq; Wk; Wv]^T + [bq | bk | bv]
+// (one pass over X, one cached copy of it). Q, K and V are column blocks of that [batch n,
+// 3 heads d] matrix and O is [batch n, heads d] (head h in columns [h d, (h + 1) d) of its
+// block); all reach semfocus::forward / backward without a copy as strided views of shape
+// {batch, heads, n, d}. The gradient treats the kept set as a constant (see
 // DESIGN.md), so it is exact wherever no score crosses the selection boundary.
 namespace semfocus::nn {
 
-/// \brief The {batch, heads, n, d} view of a [batch n, heads d] row-major matrix (head h of
-/// sequence b, position i is row b n + i, columns [h d, (h + 1) d)). O(1); checks nothing.
+/// \brief The {batch, heads, n, d} view of the heads d columns starting at `data` of a
+/// [batch n, width] row-major matrix (width = heads d by default): head h of sequence b, position
+/// i is row b n + i, columns [h d, (h + 1) d) from `data`. O(1); checks nothing.
 template <class T>
-tensor_view<T> head_view(T* data, index_t batch, index_t heads, index_t n, index_t d) noexcept {
-  return {data, {batch, heads, n, d}, {n * heads * d, d, heads * d}};
+tensor_view<T> head_view(T* data, index_t batch, index_t heads, index_t n, index_t d,
+                         index_t width = 0) noexcept {
+  const index_t w = width == 0 ? heads * d : width;
+  return {data, {batch, heads, n, d}, {n * w, d, w}};
 }
 
 /// \brief Multi-head attention layer (projections with biases, `heads` heads each d wide)
 /// running `Policy` on backend `Exec` (exec::reference_t, exec::simd_t, ...).
 ///
-/// Costs per forward: 3 projections O(batch n d * heads d), the attention of the backend
-/// (O(batch heads n^2 d) for the reference), the output projection; backward about twice that.
-/// Memory: Q, K, V, O and three cached copies of the input (for the projections' backward).
+/// Costs per forward: the fused input projection O(batch n d * 3 heads d), the attention of the
+/// backend (O(batch heads n^2 d) for the reference), the output projection; backward about twice
+/// that. Memory: [Q | K | V], O, the stacked weights and one cached copy of the input; the
+/// buffers are kept between calls (no allocation while the shapes stay the same).
 template <class Policy, class Exec = exec::reference_t, class T = float>
 requires attention_policy<Policy, T>
 class multi_head_attention {
@@ -85,11 +91,21 @@ class multi_head_attention {
     detail::require_shape(fn, "x", x, -1, d_);
     batch_ = batch;
     n_ = x.rows() / batch;
-    q_ = wq.forward(x);
-    k_ = wk.forward(x);
-    v_ = wv.forward(x);
-    o_.resize(x.rows(), heads_ * d_);
-    semfocus::forward(exec_, policy_, view(q_), view(k_), view(v_), view(o_), record_, options_);
+    const index_t hd = heads_ * d_;
+    x_ = x;
+    w_qkv_.resize(3 * hd, d_);
+    b_qkv_.resize(1, 3 * hd);
+    const linear<T>* projections[] = {&wq, &wk, &wv};
+    for (index_t p = 0; p < 3; ++p) {
+      w_qkv_.middleRows(p * hd, hd) = projections[p]->weight.value;
+      b_qkv_.middleCols(p * hd, hd) = projections[p]->bias.value;
+    }
+    qkv_.resize(x.rows(), 3 * hd);
+    qkv_.noalias() = x * w_qkv_.transpose();
+    qkv_.rowwise() += b_qkv_.row(0);
+    o_.resize(x.rows(), hd);
+    semfocus::forward(exec_, policy_, query_view(), key_view(), value_view(), view(o_), record_,
+                      options_);
     return wo.forward(o_);
   }
 
@@ -98,17 +114,31 @@ class multi_head_attention {
   /// \throws invalid_argument if dY does not match the last forward.
   matrix<T> backward(const matrix<T>& dy) {
     const matrix<T> d_o = wo.backward(dy);
-    matrix<T> dq(q_.rows(), q_.cols()), dk(k_.rows(), k_.cols()), dv(v_.rows(), v_.cols());
-    semfocus::backward(exec_, policy_, view(q_), view(k_), view(v_), view(o_), view(d_o), record_,
-                       view(dq), view(dk), view(dv));
-    matrix<T> dx = wq.backward(dq);
-    dx += wk.backward(dk);
-    dx += wv.backward(dv);
+    const index_t hd = heads_ * d_, rows = qkv_.rows();
+    // dQ, dK, dV are outputs of semfocus::backward and may not interleave in one buffer (its
+    // aliasing check is by address span): separate, then stacked for the fused GEMMs.
+    matrix<T>* grads[] = {&dq_, &dk_, &dv_};
+    for (matrix<T>* g : grads) g->resize(rows, hd);
+    semfocus::backward(exec_, policy_, query_view(), key_view(), value_view(), view(o_), view(d_o),
+                       record_, view(dq_), view(dk_), view(dv_));
+    dqkv_.resize(rows, 3 * hd);
+    for (index_t p = 0; p < 3; ++p) dqkv_.middleCols(p * hd, hd) = *grads[p];
+    // [dWq; dWk; dWv] = [dQ | dK | dV]^T X, the biases' gradients its column sums, and
+    // dX = [dQ | dK | dV] [Wq; Wk; Wv].
+    dw_qkv_.noalias() = dqkv_.transpose() * x_;
+    const matrix<T> db = dqkv_.colwise().sum();
+    linear<T>* projections[] = {&wq, &wk, &wv};
+    for (index_t p = 0; p < 3; ++p) {
+      projections[p]->weight.grad += dw_qkv_.middleRows(p * hd, hd);
+      projections[p]->bias.grad += db.middleCols(p * hd, hd);
+    }
+    matrix<T> dx(rows, d_);
+    dx.noalias() = dqkv_ * w_qkv_;
     return dx;
   }
 
   /// \name Accessors: the policy, backend, options, sizes, and what the last forward kept
-  /// (Q, K, V, O [batch n, heads d] and the record); views are {batch, heads, n, d}.
+  /// (O [batch n, heads d], Q, K, V as views {batch, heads, n, d}, and the record).
   /// \{
   const Policy& policy() const noexcept { return policy_; }
   const Exec& exec() const noexcept { return exec_; }
@@ -117,14 +147,11 @@ class multi_head_attention {
   index_t dim() const noexcept { return d_; }
   index_t batch() const noexcept { return batch_; }
   index_t seq() const noexcept { return n_; }
-  const matrix<T>& queries() const noexcept { return q_; }
-  const matrix<T>& keys() const noexcept { return k_; }
-  const matrix<T>& values() const noexcept { return v_; }
   const matrix<T>& attended() const noexcept { return o_; }
   const record_type& record() const noexcept { return record_; }
-  tensor_view<const T> query_view() const noexcept { return view(q_); }
-  tensor_view<const T> key_view() const noexcept { return view(k_); }
-  tensor_view<const T> value_view() const noexcept { return view(v_); }
+  tensor_view<const T> query_view() const noexcept { return qkv_view(0); }
+  tensor_view<const T> key_view() const noexcept { return qkv_view(1); }
+  tensor_view<const T> value_view() const noexcept { return qkv_view(2); }
   /// \}
 
  private:
@@ -139,13 +166,19 @@ class multi_head_attention {
   tensor_view<const T> view(const matrix<T>& m) const noexcept {
     return head_view(m.data(), batch_, heads_, n_, d_);
   }
+  /// Block p (0: Q, 1: K, 2: V) of [Q | K | V].
+  tensor_view<const T> qkv_view(index_t p) const noexcept {
+    return head_view<const T>(qkv_.data() + p * heads_ * d_, batch_, heads_, n_, d_,
+                              3 * heads_ * d_);
+  }
 
   Policy policy_;
   Exec exec_;
   attention_options options_;
   index_t heads_, d_;
   index_t batch_ = 0, n_ = 0;
-  matrix<T> q_, k_, v_, o_;
+  matrix<T> x_, w_qkv_, b_qkv_, qkv_, o_;   // forward: input, stacked weights and biases, outputs
+  matrix<T> dq_, dk_, dv_, dqkv_, dw_qkv_;  // backward's buffers, kept to be reused
   record_type record_;
 };
 
