@@ -10,13 +10,13 @@
 # command), plus numpy and pandas there (installed if missing). The authors' datasets.py imports
 # torchtext, which torch 2.15 cannot load: a stand-in module (torchtext.vocab, used only by
 # ListOps and PTB) is put on PYTHONPATH. Their seconds per epoch: the wall time of an
-# EPOCHS-epoch run minus that of a 1-epoch run, over EPOCHS - 1 (start-up and data generation
-# cancel); their steps/s: the median of the ms/batch they print every 25 batches.
+# EPOCHS-epoch run minus that of a 2-epoch run (ch.py's least), over EPOCHS - 2 (start-up and
+# data generation cancel); their steps/s: the median of the ms/batch they print every 25 batches.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 spartan=$(realpath "${1:?usage: bash bench/authors_trainer.sh SPARTAN_CHECKOUT [EPOCHS]}")
-epochs=${2:-4}
-((epochs >= 2)) || { echo "EPOCHS must be >= 2" >&2; exit 2; }
+epochs=${2:-5}
+((epochs >= 3)) || { echo "EPOCHS must be >= 3" >&2; exit 2; }
 py=build/venv/bin/python
 train=build/dev/examples/train
 [ -x "$train" ] && [ -x "$py" ] || { echo "run bash cmake/run.sh test first" >&2; exit 2; }
@@ -55,9 +55,11 @@ echo "|---|---|--:|--:|"
 for policy in full topk:5; do
   mask="-M none"
   [ "$policy" = full ] || mask="-M topk --mask_size 5"
-  read -r one _ <<<"$(authors "$mask" 1)"
-  read -r many ms <<<"$(authors "$mask" "$epochs")"
-  "$py" -c "print(f'| authors ch.py | $policy | {1000 / $ms:.1f} | {($many - $one) / ($epochs - 1):.2f} |')"
+  two=$(authors "$mask" 2) || exit 1
+  many=$(authors "$mask" "$epochs") || exit 1
+  read -r t2 _ <<<"$two"
+  read -r tn ms <<<"$many"
+  "$py" -c "print(f'| authors ch.py | $policy | {1000 / $ms:.1f} | {($tn - $t2) / ($epochs - 2):.2f} |')"
   line=$("$train" --task parity --policy "$policy" --epochs "$epochs" --threads 1 --quiet \
     --out "$work/ours" | tail -1)
   steps=$(sed -E 's/.* ([0-9.]+) steps\/s.*/\1/' <<<"$line")
