@@ -92,7 +92,7 @@ class strided(Policy):
 class explicit_mask(Policy):
     """A bool mask, True = kept: [n_q, n_k], [b, n_q, n_k] or [b, h, n_q, n_k], where b is 1 or
     the batch and h 1 or the heads (a size-1 axis broadcasts, as SDPA's attn_mask). Held by
-    reference, on the CPU."""
+    reference; it must be on q's device when the policy is used."""
     fixed_mask = True
 
     def __init__(self, mask: torch.Tensor):

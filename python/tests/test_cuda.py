@@ -64,7 +64,7 @@ def test_forward_and_gradients_match_reference(policy, dtype):
 def test_half_precision_matches_reference_on_rounded_inputs(policy, dtype):
     """Scores and sums in float, results rounded once: the reference runs in float64 on the same
     (rounded) inputs, the tolerance is a few units of the 16-bit format's last place."""
-    q, k, v = (x.to(dtype) for x in inputs(d=16, d_v=16, seed=5))
+    q, k, v = (x.to(dtype) for x in inputs(d=16, d_v=16, seed=11))  # margins >= 1.7e-3
     s = (q.double() @ k.double().transpose(-1, -2)) / 4
     assert margin(s, policy) > 1e-3
     d_out = torch.randn(q.shape[:3] + (16,), dtype=torch.float64).to(dtype)
