@@ -4,6 +4,7 @@
 # family. Each builds the examples (demo preset) when needed and runs examples/compare, which
 # writes summary.md, the per-epoch band CSVs, the two figures and every run's CSV.
 #
+#   bash cmake/experiments.sh four TASK         full, topk:5, banded:5, block:5 x 10 seeds on TASK
 #   bash cmake/experiments.sh synthetic TASK    15 variants x 10 seeds on parity, even_pairs,
 #                                               missing_duplicates, stack_manipulation,
 #                                               modular_arithmetic, solve_equation or
@@ -15,9 +16,14 @@
 #   bash cmake/experiments.sh activations TASK  the same four policies with GELU and with Mish
 #   bash cmake/experiments.sh list [FAMILY [TASK]]  print the commands and the expected time only
 #
+# Every command runs the authors' protocol (dropout 0.01, sequences padded to a multiple of the
+# mask size) and is resumable: each run writes a checkpoint every 10 epochs and compare --reuse
+# keeps finished runs and resumes interrupted ones with the same bits, so running the same command
+# again continues where it was stopped (also with a larger EPOCHS).
 # Environment: SEEDS (default 10), EPOCHS (default: the paper's for the task), JOBS (parallel
 # train processes, default all cores), OUT (default results/paper), SAVE=1 to keep every run's
-# parameters (train --save) for examples/theory.
+# parameters (train --save) for examples/theory, STOP_AFTER=N to stop each run N epochs after it
+# converges (train --stop-after; default: never).
 # Output: $OUT/<family>/<task>[/<setting>]/ as compare writes it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,7 +46,8 @@ all15+=",banded:5+g1,banded:5+g3,banded:9+g1,banded:9+g3"
 all15+=",block:5+g1,block:5+g3,block:9+g1,block:9+g3"
 four="full,topk:5,banded:5,block:5"
 paper="--blocks 5 --d 64 --d-mlp 64 --heads 1 --lr 0.1 --decay 0.9995 --clip 0.5 --batch 25"
-paper+=" --train 5000 --test 2000"
+paper+=" --train 5000 --test 2000 --dropout 0.01 --pad-to-mask --checkpoint-every 10 --reuse"
+[ -n "${STOP_AFTER:-}" ] && paper+=" --stop-after $STOP_AFTER"
 
 # The paper's epochs per task (PAPER.md gives 200-750 for the four Deletang tasks without saying
 # which; we use 500 for each of them).
@@ -99,6 +106,10 @@ need_task() {
 total=0
 plan() {
   case "$1" in
+    four)
+      need_task
+      add "$task" "$four" "four/$task"
+      ;;
     synthetic)
       need_task
       add "$task" "$all15" "synthetic/$task"
@@ -120,7 +131,8 @@ plan() {
       for a in gelu mish; do add "$task" "$four" "activations/$task/$a" --activation "$a"; done
       ;;
     *)
-      echo "usage: bash cmake/experiments.sh synthetic TASK | listops | ablations TASK |" \
+      echo "usage: bash cmake/experiments.sh four TASK | synthetic TASK | listops |" \
+        "ablations TASK |" \
         "activations TASK | list [FAMILY [TASK]]" >&2
       exit 2
       ;;
@@ -128,7 +140,7 @@ plan() {
 }
 
 if [ "$family" = all ]; then
-  for f in synthetic ablations activations; do
+  for f in four synthetic ablations activations; do
     for t in parity even_pairs missing_duplicates; do
       task=$t
       commands=()

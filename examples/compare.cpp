@@ -44,15 +44,19 @@ its seeds and draws the paper's two figures.
   --out DIR            output directory (default compare_out)
   --train-binary PATH  the trainer (default: `train` next to this executable)
   --reuse              keep every run whose CSV in DIR/runs already has --epochs rows (train's
-                       default 100 if not given) instead of training it again: resumes an
-                       interrupted comparison, or re-summarises finished runs
+                       default 100 if not given), or that converged and then ran --stop-after
+                       epochs, instead of training it again; runs it does train get train
+                       --resume, so that one with a .state file (--checkpoint-every) continues
+                       where it stopped, with the same bits. Resumes an interrupted comparison,
+                       extends finished runs to more --epochs, or re-summarises finished runs
   --save               each run also saves its final parameters (train --save):
                        runs/<task>_<policy>_seed<S>.params, the input of the theory example
   --help               this text
 
 Passed to every train process when given (train's defaults otherwise; see train --help):
   --blocks N  --d N  --heads N  --d-mlp N  --activation A  --optimizer O  --lr X  --decay X
-  --clip X  --epochs N  --batch N  --train N  --test N  --length N
+  --clip X  --epochs N  --batch N  --train N  --test N  --length N  --dropout P  --stop-after N
+  --checkpoint-every N  --pad-to-mask (no value)
 
 Output in DIR:
   runs/<task>_<policy>_seed<S>.csv  each run's per-epoch CSV (train --seeds S --out DIR/runs)
@@ -149,7 +153,10 @@ options parse(int argc, char** argv) {
                                                     {"decay", "positive"},
                                                     {"clip", "nonnegative"},
                                                     {"activation", "relu,gelu,mish"},
-                                                    {"optimizer", "sgd,adam"}};
+                                                    {"optimizer", "sgd,adam"},
+                                                    {"dropout", "probability"},
+                                                    {"stop-after", "count"},
+                                                    {"checkpoint-every", "int"}};
   for (int a = 1; a < argc; ++a) {
     const std::string arg = argv[a];
     if (arg == "--help" || arg == "-h") {
@@ -160,6 +167,10 @@ options parse(int argc, char** argv) {
     }
     if (arg == "--save" || arg == "--reuse") {
       (arg == "--save" ? o.save : o.reuse) = true;
+      continue;
+    }
+    if (arg == "--pad-to-mask") {  // a train flag: passed without a value
+      o.passed.emplace_back("pad-to-mask", "");
       continue;
     }
     if (arg.rfind("--", 0) != 0) fail("unexpected argument '" + arg + "'");
@@ -199,12 +210,16 @@ options parse(int argc, char** argv) {
     } else if (const auto k = kinds.find(name); k != kinds.end()) {
       const std::string& kind = k->second;
       const bool ok = kind == "int"           ? parse_unsigned(value, 1, v)
+                      : kind == "count"       ? parse_unsigned(value, 0, v)
+                      : kind == "probability" ? parse_real(value, 0, false) && std::stod(value) < 1
                       : kind == "positive"    ? parse_real(value, 0, true)
                       : kind == "nonnegative" ? parse_real(value, 0, false)
                                               : std::ranges::count(split(kind), value) > 0;
       if (!ok)
         fail("--" + name + " must be " +
              (kind == "int"           ? std::string("an integer >= 1")
+              : kind == "count"       ? std::string("an integer >= 0")
+              : kind == "probability" ? std::string("a number in [0, 1)")
               : kind == "positive"    ? std::string("a finite number > 0")
               : kind == "nonnegative" ? std::string("a finite number >= 0")
                                       : "one of " + kind) +
@@ -258,12 +273,20 @@ int main(int argc, char** argv) {
   std::size_t reused = 0;
   if (o.reuse) {
     std::size_t epochs = 100;  // train's default
-    for (const auto& [name, value] : o.passed)
+    long stop_after = -1;      // train's default: never
+    for (const auto& [name, value] : o.passed) {
       if (name == "epochs") epochs = std::stoul(value);
+      if (name == "stop-after") stop_after = std::stol(value);
+    }
     for (job& j : jobs) {
       const std::string csv = runs_dir + "/" + runner::run_file_name(o.task, j.policy, j.seed);
       try {
-        j.reused = std::filesystem::exists(csv) && runner::read_run_csv(csv).size() >= epochs;
+        if (std::filesystem::exists(csv)) {
+          const runner::run_data r = runner::read_run_csv(csv);
+          const long converged = runner::convergence_epoch(r);
+          j.reused = r.size() >= epochs ||
+                     (stop_after >= 0 && converged > 0 && long(r.size()) >= converged + stop_after);
+        }
       } catch (const runner::csv_error&) {
         j.reused = false;  // incomplete or damaged: train again
       }
@@ -295,9 +318,10 @@ int main(int argc, char** argv) {
       args.insert(args.end(), {"--seeds", std::to_string(j.seed), "--out", runs_dir});
       args.insert(args.end(), {"--threads", std::to_string(o.threads), "--quiet"});
       if (o.save) args.push_back("--save");
+      if (o.reuse) args.push_back("--resume");
       for (const auto& [name, value] : o.passed) {
         args.push_back("--" + name);
-        args.push_back(value);
+        if (!value.empty()) args.push_back(value);
       }
       j.start = std::chrono::steady_clock::now();
       try {

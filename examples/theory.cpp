@@ -141,12 +141,13 @@ struct loaded {
   std::map<std::string, std::string> meta;
   runner::policy_spec spec;
   semfocus::tasks::dataset data;
+  runner::input_layout layout;
   std::vector<index_t> indices;
 };
 
 loaded load(const std::string& path, const std::string& label, const std::string& kind,
             const options& o) {
-  loaded m{path, label, nn::load_checkpoint(path), {}, {}, {}, {}};
+  loaded m{path, label, nn::load_checkpoint(path), {}, {}, {}, {}, {}};
   std::stringstream words(m.ckpt.meta);
   for (std::string w; words >> w;)
     if (const auto eq = w.find('='); eq != std::string::npos)
@@ -169,7 +170,10 @@ loaded load(const std::string& path, const std::string& label, const std::string
   m.data = semfocus::tasks::make_task(
       m.meta["task"], {std::uint64_t(number("seed", 0)), index_t(number("train", 1)),
                        index_t(number("test", 1)), index_t(number("length", 0))});
-  if (m.ckpt.config.vocab != m.data.vocab_size || m.ckpt.config.classes != m.data.num_classes)
+  // train --pad-to-mask records pad_multiple=M; without it, batches pad to their longest.
+  m.layout =
+      runner::make_layout(m.data, 0, m.meta.count("pad_multiple") ? number("pad_multiple", 1) : 0);
+  if (m.ckpt.config.vocab != m.layout.vocab || m.ckpt.config.classes != m.data.num_classes)
     fail("--" + label + ": the checkpoint's vocabulary/classes (" +
          std::to_string(m.ckpt.config.vocab) + "/" + std::to_string(m.ckpt.config.classes) +
          ") do not match task " + m.meta["task"]);
@@ -207,13 +211,13 @@ bounds::diagnostics_summary table6_quantities(const loaded& m, const Policy& p, 
   for (index_t b = 0; b < o.batches; ++b) {
     const std::span<const index_t> idx(m.indices.data() + b * o.batch_size,
                                        std::size_t(o.batch_size));
-    const runner::batch_data batch = runner::make_batch(m.data, m.data.train, idx, 0);
+    const runner::batch_data batch = runner::make_batch(m.data.train, idx, m.layout);
     model.forward(batch.tokens, batch.batch, batch.n);
     for (const auto& block : model.blocks)
       all.push_back(bounds::diagnose(p, block.attn.query_view(), block.attn.key_view(),
                                      block.attn.options()));
   }
-  std::tie(loss, acc) = runner::evaluate(model, m.data, m.data.train, m.indices, 0);
+  std::tie(loss, acc) = runner::evaluate(model, m.data.train, m.indices, m.layout);
   return bounds::summarize(all);
 }
 
@@ -234,7 +238,7 @@ nn::landscape_grid landscape(const loaded& m, const Policy& p, const options& o)
         model_t<Policy> own = make_model(m, p);
         nn::fill_landscape(
             own.parameters(), d1, d2, grid, t * o.grid / parts, (t + 1) * o.grid / parts,
-            [&] { return runner::evaluate(own, m.data, m.data.train, m.indices, 0).first; });
+            [&] { return runner::evaluate(own, m.data.train, m.indices, m.layout).first; });
       } catch (const std::exception& e) {
         errors[std::size_t(t)] = e.what();
       }

@@ -11,6 +11,7 @@
 #include <semfocus/nn/nn.hpp>
 
 #include "support/margins.hpp"
+#include "support/nn_fd.hpp"
 
 // The nn module: every layer's backward against central finite differences in double (inputs
 // and parameters), the whole model's gradient for dense and top_k, optimiser steps against hand
@@ -28,24 +29,7 @@ md random_matrix(nn::rng& gen, index_t rows, index_t cols, double scale = 1.0) {
   return m;
 }
 
-/// Largest |analytic - central FD| / (1e-6 + 1e-5 |FD|) over the entries of `target` (<= 1:
-/// agreement), with L = f() evaluated at target +- h e_x.
-double fd_error(md& target, const md& analytic, const std::function<double()>& f, double h = 1e-6) {
-  REQUIRE(target.rows() == analytic.rows());
-  REQUIRE(target.cols() == analytic.cols());
-  double worst = 0;
-  for (index_t x = 0; x < target.size(); ++x) {
-    const double saved = target.data()[x];
-    target.data()[x] = saved + h;
-    const double up = f();
-    target.data()[x] = saved - h;
-    const double down = f();
-    target.data()[x] = saved;
-    const double fd = (up - down) / (2 * h);
-    worst = std::max(worst, std::abs(analytic.data()[x] - fd) / (1e-6 + 1e-5 * std::abs(fd)));
-  }
-  return worst;
-}
+using semfocus::test::fd_error;
 
 /// Checks a layer with forward(x) -> y and backward(dy) -> dx through L = sum(w .* y): dL/dx and
 /// the gradient of every listed parameter (grads zeroed here, then filled by one backward).

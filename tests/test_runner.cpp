@@ -7,6 +7,7 @@
 // environment variable SEMFOCUS_TRAIN_BINARY names the trainer; it is skipped otherwise.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include "runner/plot.hpp"
 #include "runner/policy_spec.hpp"
 #include "runner/stats.hpp"
+#include "runner/training.hpp"
 #include "support/errors.hpp"
 
 using namespace semfocus::runner;
@@ -347,4 +349,38 @@ TEST_CASE("runner: the pipeline through train when SEMFOCUS_TRAIN_BINARY is set"
   if (f.drawn) CHECK(std::filesystem::exists(dir / "test_acc.png"));
   MESSAGE(f.message);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runner: the authors' padding to a multiple of the mask size") {
+  namespace tasks = semfocus::tasks;
+  const tasks::dataset data = tasks::make_task("parity", {5, 3, 1, 40});
+  const std::vector<semfocus::index_t> all = {0, 1, 2};
+
+  // Off (0) and a multiple that divides 40: no padding, no new token; globals follow the bits.
+  for (const semfocus::index_t m : {0, 1, 5}) {
+    const auto l = semfocus::runner::make_layout(data, 2, m);
+    CHECK(l.vocab == 4);
+    const auto b = semfocus::runner::make_batch(data.train, all, l);
+    CHECK(b.n == 42);
+    CHECK(b.tokens[40] == 2);
+    CHECK(b.tokens[41] == 3);
+  }
+
+  // 40 -> 45 for K = 9: five PAD tokens (a new id 2, as the task has none), then the globals.
+  const auto l = semfocus::runner::make_layout(data, 2, 9);
+  CHECK(l.length == 45);
+  CHECK(l.pad == 2);
+  CHECK(l.first_global == 3);
+  CHECK(l.vocab == 5);
+  const auto b = semfocus::runner::make_batch(data.train, all, l);
+  REQUIRE(b.n == 47);
+  CHECK(b.labels ==
+        std::vector<int>{data.train[0].label, data.train[1].label, data.train[2].label});
+  for (semfocus::index_t s = 0; s < 3; ++s) {
+    const int* row = b.tokens.data() + s * 47;
+    CHECK(std::equal(row, row + 40, data.train[std::size_t(s)].tokens.begin()));
+    for (int i = 40; i < 45; ++i) CHECK(row[i] == 2);
+    CHECK(row[45] == 3);
+    CHECK(row[46] == 4);
+  }
 }

@@ -2,7 +2,8 @@
 #pragma once
 
 // What examples/train.cpp and examples/theory.cpp share: the policy of a spec, the batches of a
-// task (with G global tokens appended to every sequence) and the loss and accuracy over a split.
+// task (padded, with G global tokens appended to every sequence) and the loss and accuracy over a
+// split.
 
 #include <semfocus/nn/nn.hpp>
 #include <semfocus/semfocus.hpp>
@@ -40,35 +41,71 @@ inline policy_variant make_policy(const policy_spec& s) {
   return semfocus::dense{};
 }
 
+/// \brief How a task's examples become the model's input: each sequence padded with `pad` to
+/// `length` (0: to the longest sequence of its batch), then the `globals` global tokens with ids
+/// first_global .. first_global + globals - 1; `vocab` ids in all.
+struct input_layout {
+  int pad = 0;
+  index_t length = 0;
+  index_t globals = 0;
+  int first_global = 0;
+  int vocab = 0;
+};
+
+/// \brief The layout of `data` with `globals` global tokens. pad_multiple = 0: each batch padded
+/// to its longest sequence (no padding for the fixed-length tasks). pad_multiple = m >= 1: the
+/// authors' padding (their datasets.py, lenupdate): every sequence padded to the task's maximum
+/// length rounded up to a multiple of m, e.g. 40 -> 45 for m = 9. PAD is the task's pad token, or
+/// a new id vocab_size when the task has none and some sequence is padded (the vocabulary, and so
+/// the initialisation, change only then). PAD tokens are ordinary tokens to attention and to the
+/// mean pooling, as in the authors' model.
+inline input_layout make_layout(const semfocus::tasks::dataset& data, index_t globals,
+                                index_t pad_multiple) {
+  input_layout l{std::max(data.pad_token, 0), 0, globals, data.vocab_size, data.vocab_size};
+  if (pad_multiple >= 1) {
+    l.length = (data.max_length + pad_multiple - 1) / pad_multiple * pad_multiple;
+    if (l.length != data.max_length && data.pad_token < 0) l.pad = l.first_global++;
+  }
+  l.vocab = l.first_global + int(globals);
+  return l;
+}
+
 /// \brief A padded batch of a split, token ids flattened [batch * n].
 struct batch_data {
   std::vector<int> tokens, labels;
   index_t batch = 0, n = 0;
 };
 
-/// \brief The examples `indices` of `split`, padded to one length, each followed by the
-/// `globals` global tokens (ids vocab_size .. vocab_size + globals - 1).
-inline batch_data make_batch(const semfocus::tasks::dataset& data,
-                             std::span<const semfocus::tasks::example> split,
-                             std::span<const index_t> indices, index_t globals) {
-  const auto p = semfocus::tasks::pad_batch(split, indices, std::max(data.pad_token, 0));
-  batch_data b{{}, p.labels, p.batch, p.length + globals};
+/// \brief The examples `indices` of `split` in `layout`: padded to one length, each followed by
+/// the global tokens.
+inline batch_data make_batch(std::span<const semfocus::tasks::example> split,
+                             std::span<const index_t> indices, const input_layout& layout) {
+  const auto p = semfocus::tasks::pad_batch(split, indices, layout.pad);
+  const index_t length = std::max(p.length, layout.length);
+  batch_data b{{}, p.labels, p.batch, length + layout.globals};
   b.tokens.reserve(std::size_t(b.batch * b.n));
   for (index_t s = 0; s < p.batch; ++s) {
     const auto first = p.tokens.begin() + std::ptrdiff_t(s * p.length);
     b.tokens.insert(b.tokens.end(), first, first + std::ptrdiff_t(p.length));
-    for (index_t g = 0; g < globals; ++g) b.tokens.push_back(data.vocab_size + int(g));
+    b.tokens.insert(b.tokens.end(), std::size_t(length - p.length), layout.pad);
+    for (index_t g = 0; g < layout.globals; ++g) b.tokens.push_back(layout.first_global + int(g));
   }
   return b;
 }
 
-/// \brief Mean cross-entropy and accuracy of `model` over the examples `indices` of `split`
-/// (all of it when `indices` is empty), in batches of `chunk`.
+/// \brief Mean cross-entropy and accuracy of `model` in evaluation mode (no dropout; its mode is
+/// restored after) over the examples `indices` of `split` (all of it when `indices` is empty), in
+/// batches of `chunk`.
 template <class Model>
-std::pair<double, double> evaluate(Model& model, const semfocus::tasks::dataset& data,
-                                   std::span<const semfocus::tasks::example> split,
-                                   std::span<const index_t> indices, index_t globals,
+std::pair<double, double> evaluate(Model& model, std::span<const semfocus::tasks::example> split,
+                                   std::span<const index_t> indices, const input_layout& layout,
                                    index_t chunk = 250) {
+  struct restore_mode {
+    Model& m;
+    bool was;
+    ~restore_mode() { m.set_training(was); }
+  } restore{model, model.training()};
+  model.set_training(false);
   std::vector<index_t> all;
   if (indices.empty()) {
     all.resize(split.size());
@@ -79,7 +116,7 @@ std::pair<double, double> evaluate(Model& model, const semfocus::tasks::dataset&
   index_t correct = 0;
   for (std::size_t first = 0; first < indices.size(); first += std::size_t(chunk)) {
     const std::size_t count = std::min(indices.size() - first, std::size_t(chunk));
-    const batch_data b = make_batch(data, split, indices.subspan(first, count), globals);
+    const batch_data b = make_batch(split, indices.subspan(first, count), layout);
     const auto z = model.forward(b.tokens, b.batch, b.n);
     using T = typename std::remove_cvref_t<decltype(z)>::Scalar;
     loss += double(semfocus::nn::cross_entropy<T>(z, b.labels).loss) * double(b.batch);

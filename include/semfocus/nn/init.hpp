@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <sstream>
+#include <string>
 
 #include "semfocus/nn/tensor.hpp"
 
@@ -39,6 +41,25 @@ class rng {
   double normal() {
     const double u1 = 1.0 - uniform(), u2 = uniform();
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  }
+
+  /// \brief The engine's whole state as text (std::mt19937_64's standard text form, 313 numbers),
+  /// so that a checkpointed run continues with the same draws.
+  std::string state() const {
+    std::ostringstream out;
+    out << engine_;
+    return out.str();
+  }
+
+  /// \brief Restores a state() string. \throws invalid_argument if it is not one (the engine is
+  /// then unchanged).
+  void set_state(const std::string& s) {
+    std::istringstream in(s);
+    std::mt19937_64 e;
+    in >> e;
+    semfocus::detail::require(bool(in), "semfocus::nn::rng::set_state: not an engine state: '",
+                              s.substr(0, 40), s.size() > 40 ? "...'" : "'");
+    engine_ = e;
   }
 
  private:

@@ -9,17 +9,21 @@
 #include <vector>
 
 #include "semfocus/nn/attention.hpp"
+#include "semfocus/nn/dropout.hpp"
 #include "semfocus/nn/init.hpp"
 #include "semfocus/nn/layers.hpp"
 #include "semfocus/nn/tensor.hpp"
 
 // The paper's model (PAPER.md, "Experiments"): a pre-LayerNorm encoder classifier
-//   x_0 = sqrt(d) E[tokens] + PE
-//   h_l = x_l + MHA_l(LN(x_l)),  x_{l+1} = h_l + MLP_l(LN(h_l))      (l = 0 .. blocks - 1)
+//   x_0 = D(sqrt(d) E[tokens] + PE)
+//   h_l = x_l + D(MHA_l(LN(x_l))),  x_{l+1} = h_l + D(MLP_l(LN(h_l)))      (l = 0 .. blocks - 1)
 //   logits = mean_i(x_blocks[i]) Wc^T + bc
 // with LayerNorm without affine parameters (eps = ln_eps, except first_ln_eps for block 0's
-// attention LayerNorm), MLP(x) = Linear(d_mlp, d)(act(Linear(d, d_mlp)(x))), no final LayerNorm,
-// and cross-entropy on the logits.
+// attention LayerNorm), MLP(x) = Linear(d_mlp, d)(act(D(Linear(d, d_mlp)(x)))), no final
+// LayerNorm, and cross-entropy on the logits. D is inverted dropout with probability
+// config.dropout in training mode and the identity in evaluation mode or for dropout = 0: the
+// places of the authors' model (their MLP drops before the activation), except that they also drop
+// attention probabilities, which the fused kernels here do not.
 namespace semfocus::nn {
 
 /// \brief Sizes and options of encoder_classifier.
@@ -33,9 +37,13 @@ struct model_config {
   nn::activation activation = nn::activation::relu;
   double ln_eps = 1e-5;       ///< eps of every LayerNorm but the first
   double first_ln_eps = 0.0;  ///< eps of block 0's attention LayerNorm
-  std::uint64_t seed = 0;     ///< initialisation seed (rng)
+  std::uint64_t seed = 0;     ///< initialisation seed (rng); the dropout stream's seed too
+  /// Drop probability of every dropout D (see the file comment); 0: none. Training only: not
+  /// stored in checkpoints.
+  double dropout = 0.0;
 
-  /// \throws invalid_argument unless every size is >= 1 and both eps are finite and >= 0.
+  /// \throws invalid_argument unless every size is >= 1, both eps are finite and >= 0 and
+  /// 0 <= dropout < 1.
   void validate() const {
     semfocus::detail::require(
         vocab >= 1 && classes >= 1 && blocks >= 1 && d >= 1 && heads >= 1 && d_mlp >= 1,
@@ -46,6 +54,9 @@ struct model_config {
         std::isfinite(ln_eps) && ln_eps >= 0 && std::isfinite(first_ln_eps) && first_ln_eps >= 0,
         "semfocus::nn::model_config: ln_eps and first_ln_eps must be finite and >= 0, got ", ln_eps,
         " and ", first_ln_eps);
+    semfocus::detail::require(std::isfinite(dropout) && dropout >= 0 && dropout < 1,
+                              "semfocus::nn::model_config: dropout must be in [0, 1), got ",
+                              dropout);
   }
 };
 
@@ -73,23 +84,33 @@ struct token_batch {
   }
 };
 
-/// \brief MLP(x) = Linear(d_mlp, d)(act(Linear(d, d_mlp)(x))); [m, d] -> [m, d].
+/// \brief MLP(x) = Linear(d_mlp, d)(act(D(Linear(d, d_mlp)(x)))) with D = dropout(p);
+/// [m, d] -> [m, d].
 template <class T>
 class mlp {
  public:
   linear<T> fc1;  ///< [d_mlp, d]
   linear<T> fc2;  ///< [d, d_mlp]
   activation_layer<T> act;
+  nn::dropout<T> drop;  ///< on fc1's output
 
-  /// \brief Zero-initialised layers named prefix + ".fc1" / ".fc2".
-  /// \throws invalid_argument if d or d_mlp < 1.
-  mlp(index_t d, index_t d_mlp, activation a, const std::string& prefix)
-      : fc1(d, d_mlp, prefix + ".fc1"), fc2(d_mlp, d, prefix + ".fc2"), act(a) {}
+  /// \brief Zero-initialised layers named prefix + ".fc1" / ".fc2", dropout p.
+  /// \throws invalid_argument if d or d_mlp < 1 or p is outside [0, 1).
+  mlp(index_t d, index_t d_mlp, activation a, const std::string& prefix, double p = 0)
+      : fc1(d, d_mlp, prefix + ".fc1"), fc2(d_mlp, d, prefix + ".fc2"), act(a), drop(p) {}
 
-  /// \brief O(m d d_mlp).
-  matrix<T> forward(const matrix<T>& x) { return fc2.forward(act.forward(fc1.forward(x))); }
+  /// \brief O(m d d_mlp); dropout masks from `gen` (null: no dropout).
+  matrix<T> forward(const matrix<T>& x, rng* gen = nullptr) {
+    matrix<T> h = fc1.forward(x);
+    drop.forward(h, gen);
+    return fc2.forward(act.forward(h));
+  }
   /// \brief dx from dy; accumulates fc1's and fc2's gradients. O(m d d_mlp).
-  matrix<T> backward(const matrix<T>& dy) { return fc1.backward(act.backward(fc2.backward(dy))); }
+  matrix<T> backward(const matrix<T>& dy) {
+    matrix<T> dh = act.backward(fc2.backward(dy));
+    drop.backward(dh);
+    return fc1.backward(dh);
+  }
   /// \brief Appends fc1's then fc2's parameters.
   void append_parameters(parameter_list<T>& list) {
     fc1.append_parameters(list);
@@ -102,7 +123,8 @@ class mlp {
   }
 };
 
-/// \brief Pre-LN residual block: h = x + MHA(LN_attn(x)); y = h + MLP(LN_mlp(h)).
+/// \brief Pre-LN residual block: h = x + D(MHA(LN_attn(x))); y = h + D(MLP(LN_mlp(h))) with
+/// D = dropout(c.dropout).
 template <class Policy, class Exec = exec::reference_t, class T = float>
 class encoder_block {
  public:
@@ -110,6 +132,8 @@ class encoder_block {
   multi_head_attention<Policy, Exec, T> attn;
   layer_norm<T> ln_mlp;
   nn::mlp<T> mlp;
+  dropout<T> drop_attn;  ///< on the attention's output
+  dropout<T> drop_mlp;   ///< on the MLP's output
 
   /// \brief Block of width c.d with c.heads heads and hidden width c.d_mlp; zero parameters
   /// named prefix + ".attn.*" / ".mlp.*". \throws invalid_argument on bad sizes or eps.
@@ -118,19 +142,28 @@ class encoder_block {
       : ln_attn(attn_ln_eps),
         attn(c.d, c.heads, policy, exec, prefix + ".attn"),
         ln_mlp(c.ln_eps),
-        mlp(c.d, c.d_mlp, c.activation, prefix + ".mlp") {}
+        mlp(c.d, c.d_mlp, c.activation, prefix + ".mlp", c.dropout),
+        drop_attn(c.dropout),
+        drop_mlp(c.dropout) {}
 
-  /// \brief x [batch n, d] -> y [batch n, d]; caches for backward. \throws as
+  /// \brief x [batch n, d] -> y [batch n, d]; caches for backward. Dropout masks from `gen` in
+  /// the order attention output, MLP hidden, MLP output (null: no dropout). \throws as
   /// multi_head_attention::forward.
-  matrix<T> forward(const matrix<T>& x, index_t batch) {
-    matrix<T> h = x + attn.forward(ln_attn.forward(x), batch);
-    return h + mlp.forward(ln_mlp.forward(h));
+  matrix<T> forward(const matrix<T>& x, index_t batch, rng* gen = nullptr) {
+    matrix<T> a = attn.forward(ln_attn.forward(x), batch);
+    drop_attn.forward(a, gen);
+    matrix<T> h = x + a;
+    matrix<T> m = mlp.forward(ln_mlp.forward(h), gen);
+    drop_mlp.forward(m, gen);
+    return h + m;
   }
   /// \brief dx from dy (chain rule through both residual branches):
-  /// dh = dy + LN_mlp'(MLP'(dy)), dx = dh + LN_attn'(MHA'(dh)); accumulates the gradients.
+  /// dh = dy + LN_mlp'(MLP'(D'(dy))), dx = dh + LN_attn'(MHA'(D'(dh))); accumulates the
+  /// gradients.
   matrix<T> backward(const matrix<T>& dy) {
-    const matrix<T> dh = dy + ln_mlp.backward(mlp.backward(dy));
-    return dh + ln_attn.backward(attn.backward(dh));
+    matrix<T> scratch;
+    const matrix<T> dh = dy + ln_mlp.backward(mlp.backward(drop_mlp.backward(dy, scratch)));
+    return dh + ln_attn.backward(attn.backward(drop_attn.backward(dh, scratch)));
   }
   /// \brief Appends the attention's then the MLP's parameters.
   void append_parameters(parameter_list<T>& list) {
@@ -151,7 +184,10 @@ class encoder_block {
 /// wk, wv, wo, fc1, fc2 with PyTorch's Linear default U(+-1/sqrt(in)); classifier weight
 /// U(-0.1, 0.1), bias 0. Parameters in parameters() follow the same order. Cost of forward:
 /// blocks x (attention + O(batch n d (heads d + d_mlp))); backward about twice that.
-/// Deterministic: a seed, the inputs and the backend's thread count fix every bit.
+/// Deterministic: a seed, the inputs and the backend's thread count fix every bit. With
+/// config.dropout > 0 the forward passes of training mode (the default; set_training) draw their
+/// masks from one generator seeded from config.seed (a stream apart from the initialisation's), in
+/// the order embedding, then per block attention output, MLP hidden, MLP output.
 template <class Policy, class Exec = exec::reference_t, class T = float>
 class encoder_classifier {
  public:
@@ -160,13 +196,16 @@ class encoder_classifier {
   embedding<T> embed;
   std::vector<block_type> blocks;
   mean_pool<T> pool;
-  linear<T> classifier;  ///< [classes, d]
+  linear<T> classifier;   ///< [classes, d]
+  dropout<T> drop_embed;  ///< on the embedding's output
 
   /// \throws invalid_argument if the config is invalid (model_config::validate).
   encoder_classifier(const model_config& c, const Policy& policy, const Exec& exec = {})
       : embed(checked(c).vocab, c.d, "embed"),
         classifier(c.d, c.classes, "classifier"),
-        config_(c) {
+        drop_embed(c.dropout),
+        config_(c),
+        dropout_gen_(c.seed ^ dropout_stream) {
     blocks.reserve(static_cast<std::size_t>(c.blocks));
     for (index_t l = 0; l < c.blocks; ++l)
       blocks.emplace_back(c, l == 0 ? c.first_ln_eps : c.ln_eps, policy, exec,
@@ -176,6 +215,14 @@ class encoder_classifier {
 
   /// \brief The configuration it was built with.
   const model_config& config() const noexcept { return config_; }
+
+  /// \brief Training mode (the default: forward draws dropout masks) or evaluation mode (dropout
+  /// is the identity), as torch's Module.train(bool). Only matters when config().dropout > 0.
+  void set_training(bool on) noexcept { training_ = on; }
+  /// \brief Whether forward is in training mode.
+  bool training() const noexcept { return training_; }
+  /// \brief The generator of the dropout masks (its state() continues a checkpointed run).
+  rng& dropout_generator() noexcept { return dropout_gen_; }
 
   /// \brief Re-initialises every parameter from `seed` (see the class comment).
   void reset_parameters(std::uint64_t seed) {
@@ -199,8 +246,10 @@ class encoder_classifier {
   /// caches the activations for backward. \throws invalid_argument on a bad token or shape, or
   /// as semfocus::forward (e.g. top_k with k > n).
   matrix<T> forward(std::span<const int> tokens, index_t batch, index_t n) {
+    rng* gen = training_ && config_.dropout > 0 ? &dropout_gen_ : nullptr;
     matrix<T> x = embed.forward(tokens, batch, n);
-    for (block_type& b : blocks) x = b.forward(x, batch);
+    drop_embed.forward(x, gen);
+    for (block_type& b : blocks) x = b.forward(x, batch, gen);
     return classifier.forward(pool.forward(x, batch));
   }
   /// \brief As above for tokens[batch][n] (all of one length n).
@@ -240,6 +289,7 @@ class encoder_classifier {
   void backward(const matrix<T>& dlogits) {
     matrix<T> dx = pool.backward(classifier.backward(dlogits));
     for (auto b = blocks.rbegin(); b != blocks.rend(); ++b) dx = b->backward(dx);
+    drop_embed.backward(dx);
     embed.backward(dx);
   }
 
@@ -285,7 +335,11 @@ class encoder_classifier {
     return c;
   }
 
+  static constexpr std::uint64_t dropout_stream = 0xd207a9c3e1ull;  // seed ^ this: the mask stream
+
   model_config config_;
+  rng dropout_gen_;
+  bool training_ = true;
 };
 
 }  // namespace semfocus::nn

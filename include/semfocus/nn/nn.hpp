@@ -8,6 +8,7 @@
 
 #include "semfocus/nn/attention.hpp"
 #include "semfocus/nn/checkpoint.hpp"
+#include "semfocus/nn/dropout.hpp"
 #include "semfocus/nn/init.hpp"
 #include "semfocus/nn/landscape.hpp"
 #include "semfocus/nn/layers.hpp"

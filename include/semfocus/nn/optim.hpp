@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <utility>
 #include <vector>
 
 #include "semfocus/nn/tensor.hpp"
@@ -85,6 +86,27 @@ class adam {
       v_[x] = b2 * v_[x] + (T(1) - b2) * p.grad.cwiseProduct(p.grad);
       p.value.array() -= step_size * m_[x].array() / (v_[x].array().sqrt() / root_c2 + e);
     }
+  }
+
+  /// \brief The first and second moments, one matrix per parameter in list order (empty before
+  /// the first step): with steps(), what a checkpoint must keep to continue bit for bit.
+  const std::vector<matrix<T>>& first_moments() const noexcept { return m_; }
+  const std::vector<matrix<T>>& second_moments() const noexcept { return v_; }
+
+  /// \brief Continues from a saved state: steps() becomes t and the moments m and v (as
+  /// first_moments() / second_moments() returned them). \throws invalid_argument if t < 0, m and
+  /// v differ in count or shapes, or t > 0 with no moments or t = 0 with some.
+  void set_state(long t, std::vector<matrix<T>> m, std::vector<matrix<T>> v) {
+    bool same = m.size() == v.size() && t >= 0 && (t == 0) == m.empty();
+    for (std::size_t x = 0; same && x < m.size(); ++x)
+      same = m[x].rows() == v[x].rows() && m[x].cols() == v[x].cols();
+    semfocus::detail::require(same,
+                              "semfocus::nn::adam::set_state: need t >= 0 and moments m, v of "
+                              "equal count and shapes (none exactly when t = 0), got t = ",
+                              t, ", ", m.size(), " and ", v.size(), " moments");
+    t_ = t;
+    m_ = std::move(m);
+    v_ = std::move(v);
   }
 
   /// \brief Forgets the moments and the step count.

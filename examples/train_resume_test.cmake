@@ -1,0 +1,54 @@
+# SPDX-License-Identifier: MIT
+# ctest example.train_resume: a run interrupted part-way and resumed (train --checkpoint-every,
+# --resume) must end with the same bits as the run done in one go -- the saved parameters byte
+# for byte, the CSV's every column but the wall time, the summary row -- with dropout on (its
+# generator is part of the state). Two cases: SGD with top-k, and Adam (its moments are part of
+# the state) with --stop-after ending the run after the resume (converged at epoch 14, stopped at
+# 16 of 30).
+# Usage: cmake -DTRAIN=<train binary> -DOUT=<scratch dir> -P train_resume_test.cmake
+file(REMOVE_RECURSE ${OUT})
+set(common --blocks 1 --d 16 --d-mlp 16 --train 200 --test 50 --seeds 4 --dropout 0.1 --quiet
+           --save)
+
+function(run)
+  execute_process(COMMAND ${TRAIN} ${common} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                  ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "train ${ARGN} failed (${rc}): ${out}${err}")
+  endif()
+  message(STATUS "${out}")
+endfunction()
+
+# check(<case> <run name> <epochs> <epochs of the first part> <expected summary row> options...)
+function(check case run_name epochs first expected)
+  run(${ARGN} --epochs ${epochs} --out ${OUT}/${case}/whole)
+  run(${ARGN} --epochs ${first} --checkpoint-every 3 --out ${OUT}/${case}/parts)
+  run(${ARGN} --epochs ${epochs} --checkpoint-every 3 --resume --out ${OUT}/${case}/parts)
+  execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${OUT}/${case}/whole/${run_name}.params
+                          ${OUT}/${case}/parts/${run_name}.params RESULT_VARIABLE differ)
+  if(differ)
+    message(FATAL_ERROR "${case}: the resumed run's parameters differ from the uninterrupted run's")
+  endif()
+  foreach(part whole parts)
+    file(STRINGS ${OUT}/${case}/${part}/${run_name}.csv lines)
+    set(${part} "")
+    foreach(line IN LISTS lines)
+      string(REGEX REPLACE ",[^,]*$" "" line "${line}")  # drop the seconds column
+      list(APPEND ${part} "${line}")
+    endforeach()
+    file(STRINGS ${OUT}/${case}/${part}/summary.csv rows)
+    list(GET rows -1 ${part}_summary)
+  endforeach()
+  if(NOT whole STREQUAL parts)
+    message(FATAL_ERROR "${case}: the CSVs differ:\n${whole}\n---\n${parts}")
+  endif()
+  if(NOT whole_summary STREQUAL parts_summary OR NOT whole_summary MATCHES "${expected}")
+    message(FATAL_ERROR "${case}: summary rows '${whole_summary}' and '${parts_summary}', "
+                        "expected '${expected}'")
+  endif()
+  message(STATUS "${case}: same bits; summary ${whole_summary}")
+endfunction()
+
+check(sgd parity_topk_3_seed4 5 2 ",5,0$" --task parity --policy topk:3 --lr 0.5)
+check(adam even_pairs_full_seed4 30 8 ",14,.*,16,1$" --task even_pairs --length 6 --policy full
+      --optimizer adam --lr 0.01 --stop-after 2)
