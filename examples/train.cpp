@@ -407,11 +407,6 @@ int main(int argc, char** argv) {
     fail("--out: cannot create directory '" + o.out + "': " + e.what());
   }
   const std::string summary_path = o.out + "/summary.csv";
-  const bool fresh = !std::filesystem::exists(summary_path);
-  std::ofstream summary(summary_path, std::ios::app);
-  if (fresh)
-    summary << "task,policy,seed,convergence_epoch,best_test_acc,last_test_acc,final_train_loss,"
-               "epochs,stopped\n";
 #if defined(SEMFOCUS_HAS_XSIMD)
   const auto exec = semfocus::exec::simd.with_threads(int(o.threads));
 #else
@@ -435,9 +430,18 @@ int main(int argc, char** argv) {
         std::printf("; %.1f steps/s, %.0f sequences/s evaluated, %.2f s/epoch", s.steps_per_second,
                     s.eval_per_second, s.seconds_per_epoch);
       std::printf(" (%s)\n", csv.c_str());
-      summary << o.task << ',' << o.policy << ',' << seed << ',' << st.convergence << ','
-              << st.best_test << ',' << st.last_test << ',' << st.final_train_loss << ','
-              << s.epochs << ',' << s.stopped << '\n';
+      // One append per row, the header with the first: train processes that share DIR (compare
+      // runs several) then write whole rows and, unless two finish at the same instant, one
+      // header.
+      std::ostringstream row;
+      std::error_code none;
+      if (std::filesystem::file_size(summary_path, none) == 0 || none)
+        row << "task,policy,seed,convergence_epoch,best_test_acc,last_test_acc,final_train_loss,"
+               "epochs,stopped\n";
+      row << o.task << ',' << o.policy << ',' << seed << ',' << st.convergence << ','
+          << st.best_test << ',' << st.last_test << ',' << st.final_train_loss << ',' << s.epochs
+          << ',' << s.stopped << '\n';
+      std::ofstream(summary_path, std::ios::app) << row.str() << std::flush;
     }
   } catch (const std::exception& e) {  // invalid_argument, or a file system error
     fail(e.what());
