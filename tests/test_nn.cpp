@@ -541,6 +541,37 @@ TEST_CASE("nn: training on a tiny task halves the loss") {
   }
 }
 
+#if defined(SEMFOCUS_HAS_XSIMD)
+TEST_CASE("nn: the layers' threads change no bit") {
+  // Shapes with several chunks of every kind: 300 rows (3 row chunks of 128), d = d_mlp = 64
+  // (2 column chunks of a weight gradient), dropout on; gradients and parameters after 3 steps.
+  const auto run = [](int threads) {
+    nn::model_config c = toy_config(11);
+    c.d = c.d_mlp = 64;
+    c.dropout = 0.1;
+    const auto ex = semfocus::exec::simd.with_threads(threads);
+    nn::encoder_classifier<semfocus::dense, semfocus::exec::simd_t, float> model(c, {}, ex);
+    CHECK(model.blocks[0].mlp.fc1.threads() == threads);
+    std::vector<float> bits;
+    nn::sgd<float> opt(0.5);
+    for (int s = 0; s < 3; ++s) {
+      const toy_data t = presence_task(25, 12, 50 + std::uint64_t(s));
+      model.loss_and_backward(t.ids, t.batch, t.n, t.labels);
+      for (const auto* p : model.parameters())
+        bits.insert(bits.end(), p->grad.data(), p->grad.data() + p->size());
+      opt.step(model.parameters());
+    }
+    for (const auto* p : model.parameters())
+      bits.insert(bits.end(), p->value.data(), p->value.data() + p->size());
+    return bits;
+  };
+  const std::vector<float> one = run(1);
+  CHECK(same_bits(one, run(2)));
+  CHECK(same_bits(one, run(3)));
+  CHECK(nn::threads_of(semfocus::exec::reference) == 1);
+}
+#endif
+
 TEST_CASE("nn: training is deterministic") {
   CHECK(same_bits(trained_bits(train_backend), trained_bits(train_backend)));
 #if defined(SEMFOCUS_HAS_XSIMD)

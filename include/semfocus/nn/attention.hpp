@@ -8,6 +8,7 @@
 
 #include "semfocus/nn/init.hpp"
 #include "semfocus/nn/layers.hpp"
+#include "semfocus/nn/parallel.hpp"
 #include "semfocus/nn/tensor.hpp"
 
 // Multi-head self-attention with any selection policy, as in the paper: every head is d wide, so
@@ -19,7 +20,9 @@
 // (one pass over X, one cached copy of it). Q, K and V are column blocks of that [batch n,
 // 3 heads d] matrix and O is [batch n, heads d] (head h in columns [h d, (h + 1) d) of its
 // block); all reach semfocus::forward / backward without a copy as strided views of shape
-// {batch, heads, n, d}. The gradient treats the kept set as a constant (see
+// {batch, heads, n, d}. The projections run on the executor's threads (threads_of(exec)) in
+// fixed chunks (parallel.hpp), so every result is the same for every thread count. The gradient
+// treats the kept set as a constant (see
 // DESIGN.md), so it is exact wherever no score crosses the selection boundary.
 namespace semfocus::nn {
 
@@ -63,7 +66,10 @@ class multi_head_attention {
         exec_(std::move(exec)),
         options_(options),
         heads_(heads),
-        d_(d) {}
+        d_(d),
+        threads_(threads_of(exec_)) {
+    wo.set_threads(threads_);
+  }
 
   /// \brief PyTorch's default Linear initialisation of wq, wk, wv, wo, in that order.
   void reset_parameters(rng& gen) {
@@ -100,9 +106,7 @@ class multi_head_attention {
       w_qkv_.middleRows(p * hd, hd) = projections[p]->weight.value;
       b_qkv_.middleCols(p * hd, hd) = projections[p]->bias.value;
     }
-    qkv_.resize(x.rows(), 3 * hd);
-    qkv_.noalias() = x * w_qkv_.transpose();
-    qkv_.rowwise() += b_qkv_.row(0);
+    detail::affine_forward(x, w_qkv_, b_qkv_, qkv_, threads_);
     o_.resize(x.rows(), hd);
     semfocus::forward(exec_, policy_, query_view(), key_view(), value_view(), view(o_), record_,
                       options_);
@@ -125,15 +129,15 @@ class multi_head_attention {
     for (index_t p = 0; p < 3; ++p) dqkv_.middleCols(p * hd, hd) = *grads[p];
     // [dWq; dWk; dWv] = [dQ | dK | dV]^T X, the biases' gradients its column sums, and
     // dX = [dQ | dK | dV] [Wq; Wk; Wv].
-    dw_qkv_.noalias() = dqkv_.transpose() * x_;
-    const matrix<T> db = dqkv_.colwise().sum();
+    dw_qkv_.setZero(3 * hd, d_);
+    db_qkv_.setZero(1, 3 * hd);
+    matrix<T> dx;
+    detail::affine_backward(dqkv_, x_, w_qkv_, dw_qkv_, db_qkv_, &dx, threads_);
     linear<T>* projections[] = {&wq, &wk, &wv};
     for (index_t p = 0; p < 3; ++p) {
       projections[p]->weight.grad += dw_qkv_.middleRows(p * hd, hd);
-      projections[p]->bias.grad += db.middleCols(p * hd, hd);
+      projections[p]->bias.grad += db_qkv_.middleCols(p * hd, hd);
     }
-    matrix<T> dx(rows, d_);
-    dx.noalias() = dqkv_ * w_qkv_;
     return dx;
   }
 
@@ -176,9 +180,10 @@ class multi_head_attention {
   Exec exec_;
   attention_options options_;
   index_t heads_, d_;
+  int threads_;  // of the projections
   index_t batch_ = 0, n_ = 0;
-  matrix<T> x_, w_qkv_, b_qkv_, qkv_, o_;   // forward: input, stacked weights and biases, outputs
-  matrix<T> dq_, dk_, dv_, dqkv_, dw_qkv_;  // backward's buffers, kept to be reused
+  matrix<T> x_, w_qkv_, b_qkv_, qkv_, o_;  // forward: input, stacked weights and biases, outputs
+  matrix<T> dq_, dk_, dv_, dqkv_, dw_qkv_, db_qkv_;  // backward's buffers, kept to be reused
   record_type record_;
 };
 

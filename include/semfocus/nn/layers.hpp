@@ -9,12 +9,15 @@
 #include <utility>
 
 #include "semfocus/nn/init.hpp"
+#include "semfocus/nn/parallel.hpp"
 #include "semfocus/nn/tensor.hpp"
 
 // The layers of the paper's model. Each layer's forward caches what its backward needs (so one
 // forward must precede each backward, and a layer object serves one use in a network); backward
 // returns dL/d(input) and accumulates (+=) dL/d(parameter) into the parameters' `grad`.
-// Activations are [rows, width] matrices (see tensor.hpp); all costs are per call.
+// Activations are [rows, width] matrices (see tensor.hpp); all costs are per call. Layers with a
+// thread count (set_threads) split their work into fixed chunks (parallel.hpp): the same bits
+// for every thread count.
 namespace semfocus::nn {
 
 /// \brief Affine map y = x W^T + b, W [out, in], b [1, out] (PyTorch's nn.Linear).
@@ -43,9 +46,8 @@ class linear {
   matrix<T> forward(const matrix<T>& x) {
     detail::require_shape("semfocus::nn::linear::forward", "x", x, -1, in_features());
     x_ = x;
-    matrix<T> y(x.rows(), out_features());
-    y.noalias() = x * weight.value.transpose();
-    y.rowwise() += bias.value.row(0);
+    matrix<T> y;
+    detail::affine_forward(x, weight.value, bias.value, y, threads_);
     return y;
   }
 
@@ -54,12 +56,15 @@ class linear {
   /// forward's output.
   matrix<T> backward(const matrix<T>& dy) {
     detail::require_shape("semfocus::nn::linear::backward", "dy", dy, x_.rows(), out_features());
-    weight.grad.noalias() += dy.transpose() * x_;
-    bias.grad += dy.colwise().sum();
-    matrix<T> dx(dy.rows(), in_features());
-    dx.noalias() = dy * weight.value;
+    matrix<T> dx;
+    detail::affine_backward(dy, x_, weight.value, weight.grad, bias.grad, &dx, threads_);
     return dx;
   }
+
+  /// \brief Threads of forward and backward (n < 1 means 1); the results do not depend on it.
+  void set_threads(int n) noexcept { threads_ = std::max(1, n); }
+  /// \brief The thread count of forward and backward (>= 1).
+  int threads() const noexcept { return threads_; }
 
   /// \brief Appends &weight, &bias.
   void append_parameters(parameter_list<T>& list) {
@@ -72,6 +77,7 @@ class linear {
 
  private:
   matrix<T> x_;
+  int threads_ = 1;
 };
 
 /// \brief LayerNorm over each row without affine parameters: y = (x - mean) / sqrt(var + eps)
@@ -102,25 +108,9 @@ class layer_norm {
     const index_t w = x.cols();
     y_.resize(x.rows(), w);
     rstd_.resize(x.rows());
-    for (index_t r = 0; r < x.rows(); ++r) {
-      const auto row = x.row(r);
-      if (row.maxCoeff() == row.minCoeff()) {  // constant: centred row exactly 0
-        y_.row(r).setZero();
-        rstd_[r] = eps_ > 0 ? static_cast<T>(1.0 / std::sqrt(eps_)) : T(0);
-        continue;
-      }
-      const T mean = row.sum() / static_cast<T>(w);
-      const auto centred = (row.array() - mean).matrix();
-      const T var = centred.squaredNorm() / static_cast<T>(w);
-      if (!(var + static_cast<T>(eps_) > 0)) {  // variance underflowed to 0 with eps = 0
-        y_.row(r).setZero();
-        rstd_[r] = T(0);
-        continue;
-      }
-      const T rstd = T(1) / std::sqrt(var + static_cast<T>(eps_));
-      rstd_[r] = rstd;
-      y_.row(r) = centred * rstd;
-    }
+    detail::for_chunks(x.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) normalise_row(x, r);
+    });
     return y_;
   }
 
@@ -130,17 +120,45 @@ class layer_norm {
     detail::require_shape("semfocus::nn::layer_norm::backward", "dy", dy, y_.rows(), y_.cols());
     const T inv_w = T(1) / static_cast<T>(dy.cols());
     matrix<T> dx(dy.rows(), dy.cols());
-    for (index_t r = 0; r < dy.rows(); ++r) {
-      const T mean_dy = dy.row(r).sum() * inv_w;
-      const T mean_dyy = dy.row(r).dot(y_.row(r)) * inv_w;
-      dx.row(r) =
-          rstd_[r] * ((dy.row(r).array() - mean_dy) - y_.row(r).array() * mean_dyy).matrix();
-    }
+    detail::for_chunks(dy.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const T mean_dy = dy.row(r).sum() * inv_w;
+        const T mean_dyy = dy.row(r).dot(y_.row(r)) * inv_w;
+        dx.row(r) =
+            rstd_[r] * ((dy.row(r).array() - mean_dy) - y_.row(r).array() * mean_dyy).matrix();
+      }
+    });
     return dx;
   }
 
+  /// \brief Threads of forward and backward (n < 1 means 1); the results do not depend on it.
+  void set_threads(int n) noexcept { threads_ = std::max(1, n); }
+
  private:
+  // y_ and rstd_ of row r of x (see forward).
+  void normalise_row(const matrix<T>& x, index_t r) {
+    const index_t w = x.cols();
+    const auto row = x.row(r);
+    if (row.maxCoeff() == row.minCoeff()) {  // constant: centred row exactly 0
+      y_.row(r).setZero();
+      rstd_[r] = eps_ > 0 ? static_cast<T>(1.0 / std::sqrt(eps_)) : T(0);
+      return;
+    }
+    const T mean = row.sum() / static_cast<T>(w);
+    const auto centred = (row.array() - mean).matrix();
+    const T var = centred.squaredNorm() / static_cast<T>(w);
+    if (!(var + static_cast<T>(eps_) > 0)) {  // variance underflowed to 0 with eps = 0
+      y_.row(r).setZero();
+      rstd_[r] = T(0);
+      return;
+    }
+    const T rstd = T(1) / std::sqrt(var + static_cast<T>(eps_));
+    rstd_[r] = rstd;
+    y_.row(r) = centred * rstd;
+  }
+
   double eps_;
+  int threads_ = 1;
   matrix<T> y_;
   Eigen::Matrix<T, Eigen::Dynamic, 1> rstd_;
 };
@@ -223,21 +241,41 @@ class activation_layer {
   /// activate: x where x > 0, else +0).
   matrix<T> forward(const matrix<T>& x) {
     x_ = x;
-    if (kind_ == activation::relu) return (x.array() > T(0)).select(x.array(), T(0)).matrix();
-    return x.unaryExpr([a = kind_](T v) { return activate(a, v); });
+    matrix<T> y(x.rows(), x.cols());
+    detail::for_chunks(x.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      const auto xc = x.middleRows(r0, r1 - r0).array();
+      auto yc = y.middleRows(r0, r1 - r0).array();
+      if (kind_ == activation::relu)
+        yc = (xc > T(0)).select(xc, T(0));
+      else
+        yc = xc.unaryExpr([a = kind_](T v) { return activate(a, v); });
+    });
+    return y;
   }
 
   /// \brief dx = dy * f'(x) elementwise; O(size). \throws invalid_argument if dy does not match.
   matrix<T> backward(const matrix<T>& dy) const {
     detail::require_shape("semfocus::nn::activation_layer::backward", "dy", dy, x_.rows(),
                           x_.cols());
-    if (kind_ == activation::relu)  // dy [x > 0], as activate_derivative
-      return (x_.array() > T(0)).select(dy.array(), T(0)).matrix();
-    return dy.cwiseProduct(x_.unaryExpr([a = kind_](T v) { return activate_derivative(a, v); }));
+    matrix<T> dx(dy.rows(), dy.cols());
+    detail::for_chunks(dy.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      const auto xc = x_.middleRows(r0, r1 - r0).array();
+      const auto dyc = dy.middleRows(r0, r1 - r0).array();
+      auto dxc = dx.middleRows(r0, r1 - r0).array();
+      if (kind_ == activation::relu)  // dy [x > 0], as activate_derivative
+        dxc = (xc > T(0)).select(dyc, T(0));
+      else
+        dxc = dyc * xc.unaryExpr([a = kind_](T v) { return activate_derivative(a, v); });
+    });
+    return dx;
   }
+
+  /// \brief Threads of forward and backward (n < 1 means 1); the results do not depend on it.
+  void set_threads(int n) noexcept { threads_ = std::max(1, n); }
 
  private:
   activation kind_;
+  int threads_ = 1;
   matrix<T> x_;
 };
 

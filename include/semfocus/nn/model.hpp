@@ -111,6 +111,12 @@ class mlp {
     drop.backward(dh);
     return fc1.backward(dh);
   }
+  /// \brief Threads of fc1, the activation and fc2 (results do not depend on it).
+  void set_threads(int n) noexcept {
+    fc1.set_threads(n);
+    act.set_threads(n);
+    fc2.set_threads(n);
+  }
   /// \brief Appends fc1's then fc2's parameters.
   void append_parameters(parameter_list<T>& list) {
     fc1.append_parameters(list);
@@ -124,7 +130,8 @@ class mlp {
 };
 
 /// \brief Pre-LN residual block: h = x + D(MHA(LN_attn(x))); y = h + D(MLP(LN_mlp(h))) with
-/// D = dropout(c.dropout).
+/// D = dropout(c.dropout). Its layers run on threads_of(exec) threads (parallel.hpp: the same
+/// bits for every thread count).
 template <class Policy, class Exec = exec::reference_t, class T = float>
 class encoder_block {
  public:
@@ -144,7 +151,11 @@ class encoder_block {
         ln_mlp(c.ln_eps),
         mlp(c.d, c.d_mlp, c.activation, prefix + ".mlp", c.dropout),
         drop_attn(c.dropout),
-        drop_mlp(c.dropout) {}
+        drop_mlp(c.dropout) {
+    ln_attn.set_threads(threads_of(exec));
+    ln_mlp.set_threads(threads_of(exec));
+    mlp.set_threads(threads_of(exec));
+  }
 
   /// \brief x [batch n, d] -> y [batch n, d]; caches for backward. Dropout masks from `gen` in
   /// the order attention output, MLP hidden, MLP output (null: no dropout). \throws as
@@ -184,7 +195,8 @@ class encoder_block {
 /// wk, wv, wo, fc1, fc2 with PyTorch's Linear default U(+-1/sqrt(in)); classifier weight
 /// U(-0.1, 0.1), bias 0. Parameters in parameters() follow the same order. Cost of forward:
 /// blocks x (attention + O(batch n d (heads d + d_mlp))); backward about twice that.
-/// Deterministic: a seed, the inputs and the backend's thread count fix every bit. With
+/// Deterministic: a seed and the inputs fix every bit, whatever the backend's thread count (the
+/// attention backend's and the layers' chunks do not depend on it). With
 /// config.dropout > 0 the forward passes of training mode (the default; set_training) draw their
 /// masks from one generator seeded from config.seed (a stream apart from the initialisation's), in
 /// the order embedding, then per block attention output, MLP hidden, MLP output.

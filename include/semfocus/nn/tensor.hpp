@@ -15,8 +15,9 @@
 // The vocabulary of the nn module: activations are row-major matrices, a batch of `batch`
 // sequences of length n stored as [batch * n, width] with sequence b in rows [b n, (b + 1) n);
 // trainable tensors are `parameter`s (name, value, gradient) that every layer lists by pointer.
-// Everything is single-threaded Eigen (the library never enables Eigen's threading), so a run is
-// a deterministic function of its seed and the attention backend's thread count.
+// Eigen's own threading is never enabled; layers that use threads split their work into fixed
+// chunks (parallel.hpp), so a run is a deterministic function of its seed, whatever the thread
+// count.
 namespace semfocus::nn {
 
 /// \brief Dense row-major matrix of T (float to train, double for gradient checks).
