@@ -3,9 +3,15 @@
 
 #include <algorithm>
 #include <concepts>
+#include <cstddef>
+#include <vector>
 
 #include "semfocus/backend/simd/parallel.hpp"
 #include "semfocus/nn/tensor.hpp"
+#if defined(SEMFOCUS_HAS_XSIMD)
+#include "semfocus/backend/simd/kernels.hpp"
+#include "semfocus/core/view.hpp"
+#endif
 
 // The nn layers' threading. Work is cut into fixed chunks that depend only on the shapes, never
 // on the thread count: rows of an activation [rows, width] in chunks of row_chunk, columns of a
@@ -53,12 +59,51 @@ void for_chunks(index_t size, index_t chunk, int threads, F&& fn) {
   backend::simd::thread_pool::instance().run(n, threads, body);
 }
 
+#if defined(SEMFOCUS_HAS_XSIMD)
+/// The SIMD backend's GEMM kernels (one fma chain per output entry, so a chunk's bits do not
+/// depend on how the other chunks run).
+template <class T>
+using gemm_kernels = backend::simd::kernels<T>;
+
+/// \brief Scratch buffer `which` (0-2) of the calling thread with room for `size` T (grows, never
+/// shrinks): the packed GEMM operands, filled before a parallel pass and only read during it.
+template <class T>
+T* pack_buffer(int which, index_t size) {
+  thread_local std::vector<T> buffers[3];
+  std::vector<T>& b = buffers[which];
+  if (b.size() < static_cast<std::size_t>(size)) b.resize(static_cast<std::size_t>(size));
+  return b.data();
+}
+
+/// \brief The rows of m as a {1, 1, rows, cols} view (the kernels' packing input).
+template <class T>
+tensor_view<const T> rows_view(const matrix<T>& m) noexcept {
+  return {m.data(), {1, 1, m.rows(), m.cols()}, {m.rows() * m.cols(), m.cols(), m.cols()}};
+}
+#endif
+
 /// \brief y = x W^T + b for x [m, in], W [out, in], b [1, out]: y resized to [m, out], computed
-/// row_chunk rows at a time. O(m in out).
+/// row_chunk rows at a time: with xsimd and out a multiple of the vector width, by the SIMD
+/// backend's GEMM kernel on W^T packed once; otherwise by Eigen. O(m in out).
 template <class T>
 void affine_forward(const matrix<T>& x, const matrix<T>& w, const matrix<T>& b, matrix<T>& y,
                     int threads) {
-  y.resize(x.rows(), w.rows());
+  const index_t in = w.cols(), out = w.rows();
+  y.resize(x.rows(), out);
+#if defined(SEMFOCUS_HAS_XSIMD)
+  using k = gemm_kernels<T>;
+  if (out % k::width == 0) {
+    const index_t blk = k::round_up(out, k::nr);
+    T* packed = pack_buffer<T>(0, blk * in);
+    k::pack_b_transposed(rows_view(w), 0, 0, 0, out, packed, blk);
+    for_chunks(x.rows(), row_chunk, threads, [&](index_t r0, index_t r1) {
+      k::template gemm<false>(r1 - r0, out, in, x.data() + r0 * in, in, 1, packed, in * k::nr,
+                              y.data() + r0 * out, out);
+      y.middleRows(r0, r1 - r0).rowwise() += b.row(0);
+    });
+    return;
+  }
+#endif
   for_chunks(x.rows(), row_chunk, threads, [&](index_t r0, index_t r1) {
     auto yc = y.middleRows(r0, r1 - r0);
     yc.noalias() = x.middleRows(r0, r1 - r0) * w.transpose();
@@ -67,18 +112,44 @@ void affine_forward(const matrix<T>& x, const matrix<T>& w, const matrix<T>& b, 
 }
 
 /// \brief The gradients of y = x W^T + b given dy [m, out]: dW += dy^T x (col_chunk columns of
-/// dW at a time, each summed over the m rows in order), db += the column sums of dy, and, when dx
-/// is not null, dx = dy W [m, in] (row_chunk rows at a time). O(m in out).
+/// dW at a time, each entry summed over the m rows in order), db += the column sums of dy, and,
+/// when dx is not null, dx = dy W [m, in] (row_chunk rows at a time). With xsimd and in a
+/// multiple of the vector width, the GEMMs run on the SIMD backend's kernel (x and W packed);
+/// otherwise on Eigen. O(m in out).
 template <class T>
 void affine_backward(const matrix<T>& dy, const matrix<T>& x, const matrix<T>& w, matrix<T>& dw,
                      matrix<T>& db, matrix<T>* dx, int threads) {
-  for_chunks(x.cols(), col_chunk, threads, [&](index_t c0, index_t c1) {
+  const index_t m = x.rows(), in = x.cols(), out = dy.cols();
+  db += dy.colwise().sum();
+  if (dx != nullptr) dx->resize(m, in);
+#if defined(SEMFOCUS_HAS_XSIMD)
+  using k = gemm_kernels<T>;
+  static_assert(col_chunk % k::nr == 0, "a column chunk holds whole packed panels");
+  if (in % k::width == 0) {
+    // Each column chunk packs its own panels of x; dy is read in place (A(i, p) = dy(p, i)).
+    T* xp = pack_buffer<T>(1, k::panels_size(m, in));
+    for_chunks(in, col_chunk, threads, [&](index_t c0, index_t c1) {
+      T* panels = xp + c0 / k::nr * m * k::nr;
+      const tensor_view<const T> cols{x.data() + c0, {1, 1, m, c1 - c0}, {m * in, in, in}};
+      k::pack_b_rows(cols, 0, 0, 0, m, m, panels);
+      k::template gemm<true>(out, c1 - c0, m, dy.data(), 1, out, panels, m * k::nr, dw.data() + c0,
+                             in);
+    });
+    if (dx == nullptr) return;
+    T* wp = pack_buffer<T>(2, k::panels_size(out, in));
+    k::pack_b_rows(rows_view(w), 0, 0, 0, out, out, wp);
+    for_chunks(m, row_chunk, threads, [&](index_t r0, index_t r1) {
+      k::template gemm<false>(r1 - r0, in, out, dy.data() + r0 * out, out, 1, wp, out * k::nr,
+                              dx->data() + r0 * in, in);
+    });
+    return;
+  }
+#endif
+  for_chunks(in, col_chunk, threads, [&](index_t c0, index_t c1) {
     dw.middleCols(c0, c1 - c0).noalias() += dy.transpose() * x.middleCols(c0, c1 - c0);
   });
-  db += dy.colwise().sum();
   if (dx == nullptr) return;
-  dx->resize(dy.rows(), w.cols());
-  for_chunks(dy.rows(), row_chunk, threads, [&](index_t r0, index_t r1) {
+  for_chunks(m, row_chunk, threads, [&](index_t r0, index_t r1) {
     dx->middleRows(r0, r1 - r0).noalias() = dy.middleRows(r0, r1 - r0) * w;
   });
 }
