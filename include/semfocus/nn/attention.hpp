@@ -67,9 +67,7 @@ class multi_head_attention {
         options_(options),
         heads_(heads),
         d_(d),
-        threads_(threads_of(exec_)) {
-    wo.set_threads(threads_);
-  }
+        threads_(threads_of(exec_)) {}
 
   /// \brief PyTorch's default Linear initialisation of wq, wk, wv, wo, in that order.
   void reset_parameters(rng& gen) {
@@ -88,9 +86,10 @@ class multi_head_attention {
   }
 
   /// \brief Y [batch n, d] from X [batch n, d] (see the file comment); keeps Q, K, V, O and the
-  /// forward record for backward. \throws invalid_argument if X is not [batch n, d] for some
-  /// n >= 1, or as semfocus::forward (e.g. top_k with k > n).
-  matrix<T> forward(const matrix<T>& x, index_t batch) {
+  /// forward record for backward, and X (moved in when passed an rvalue). \throws
+  /// invalid_argument if X is not [batch n, d] for some n >= 1, or as semfocus::forward (e.g.
+  /// top_k with k > n).
+  matrix<T> forward(matrix<T> x, index_t batch) {
     constexpr const char* fn = "semfocus::nn::multi_head_attention::forward";
     semfocus::detail::require(batch >= 1 && x.rows() >= batch && x.rows() % batch == 0, fn,
                               ": batch = ", batch, " must divide the ", x.rows(), " rows of x");
@@ -98,7 +97,7 @@ class multi_head_attention {
     batch_ = batch;
     n_ = x.rows() / batch;
     const index_t hd = heads_ * d_;
-    x_ = x;
+    x_ = std::move(x);
     w_qkv_.resize(3 * hd, d_);
     b_qkv_.resize(1, 3 * hd);
     const linear<T>* projections[] = {&wq, &wk, &wv};
@@ -106,18 +105,24 @@ class multi_head_attention {
       w_qkv_.middleRows(p * hd, hd) = projections[p]->weight.value;
       b_qkv_.middleCols(p * hd, hd) = projections[p]->bias.value;
     }
-    detail::affine_forward(x, w_qkv_, b_qkv_, qkv_, threads_);
-    o_.resize(x.rows(), hd);
+    detail::affine_forward(x_, w_qkv_, b_qkv_, qkv_, threads_);
+    o_.resize(x_.rows(), hd);
     semfocus::forward(exec_, policy_, query_view(), key_view(), value_view(), view(o_), record_,
                       options_);
-    return wo.forward(o_);
+    matrix<T> y;  // wo applied to O in place of wo.forward (which would cache a copy of O)
+    detail::affine_forward(o_, wo.weight.value, wo.bias.value, y, threads_);
+    return y;
   }
 
   /// \brief dX from dY [batch n, d]: through wo, semfocus::backward (kept set of the last
   /// forward), then dX = dQ Wq + dK Wk + dV Wv; accumulates every projection's gradients.
   /// \throws invalid_argument if dY does not match the last forward.
   matrix<T> backward(const matrix<T>& dy) {
-    const matrix<T> d_o = wo.backward(dy);
+    semfocus::detail::require(dy.rows() == o_.rows() && dy.cols() == d_,
+                              "semfocus::nn::multi_head_attention::backward: dy must be [",
+                              o_.rows(), ", ", d_, "], got [", dy.rows(), ", ", dy.cols(), "]");
+    matrix<T> d_o;
+    detail::affine_backward(dy, o_, wo.weight.value, wo.weight.grad, wo.bias.grad, &d_o, threads_);
     const index_t hd = heads_ * d_, rows = qkv_.rows();
     // dQ, dK, dV are outputs of semfocus::backward and may not interleave in one buffer (its
     // aliasing check is by address span): separate, then stacked for the fused GEMMs.

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "semfocus/nn/init.hpp"
+#include "semfocus/nn/parallel.hpp"
 #include "semfocus/nn/tensor.hpp"
 
 namespace semfocus::nn {
@@ -12,10 +14,13 @@ namespace semfocus::nn {
 /// \brief Inverted dropout (torch.nn.Dropout): in training y = x * m / (1 - p) with
 /// m_i ~ Bernoulli(1 - p) independent per element; the identity otherwise (and for p = 0).
 ///
-/// The mask is a function of the generator's state alone: element i of x (row-major) takes the
-/// 32-bit word i of the draws (low word of a 64-bit draw first, then its high word) and is kept
-/// iff word < floor((1 - p) 2^32), so P(keep) = 1 - p to within 2^-32 and one seeded generator
-/// gives the same mask on every platform. A call draws ceil(size / 2) values.
+/// A call draws one 64-bit key from the generator; the mask is a function of that key alone,
+/// counter-based so that any part of it can be computed on its own (in parallel chunks, with the
+/// same bits for every thread count): element i of x (row-major) takes the 32-bit word i of the
+/// stream w_j = mix(key + (j + 1) 0x9e3779b97f4a7c15), j = 0, 1, ... (mix: splitmix64's
+/// finaliser; the low word of w_j first, then its high word) and is kept iff word <
+/// floor((1 - p) 2^32), so P(keep) = 1 - p to within 2^-32 and one seeded generator gives the
+/// same mask on every platform.
 template <class T>
 class dropout {
  public:
@@ -28,23 +33,39 @@ class dropout {
   /// \brief The drop probability.
   double p() const noexcept { return p_; }
 
-  /// \brief In place: x <- x * m / (1 - p) with a fresh mask drawn from `gen` when `gen` is not
-  /// null and p > 0 (training); otherwise x is unchanged and no value is drawn (evaluation).
-  /// Remembers the mask (or its absence) for backward. O(size).
+  /// \brief Threads of forward and backward (n < 1 means 1); the results do not depend on it.
+  void set_threads(int n) noexcept { threads_ = std::max(1, n); }
+
+  /// \brief In place: x <- x * m / (1 - p) with a fresh mask (one key drawn from `gen`) when
+  /// `gen` is not null and p > 0 (training); otherwise x is unchanged and nothing is drawn
+  /// (evaluation). Remembers the mask (or its absence) for backward. O(size).
   void forward(matrix<T>& x, rng* gen) {
     active_ = gen != nullptr && p_ > 0;
     if (!active_) return;
+    const std::uint64_t key = gen->bits();
     const auto keep_below = static_cast<std::uint64_t>(std::ldexp(1.0 - p_, 32));
     const T scale = static_cast<T>(1.0 / (1.0 - p_));
     scale_.resize(x.rows(), x.cols());
-    T* s = scale_.data();
-    const index_t size = x.size();
-    std::uint64_t word = 0;
-    for (index_t i = 0; i < size; ++i) {
-      word = (i & 1) != 0 ? word >> 32 : gen->bits();
-      s[i] = (word & 0xffffffffu) < keep_below ? scale : T(0);
-    }
-    x.array() *= scale_.array();
+    const index_t cols = x.cols();
+    detail::for_chunks(x.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      T* s = scale_.data();
+      T* v = x.data();
+      std::uint64_t word = 0;
+      for (index_t i = r0 * cols; i < r1 * cols; ++i) {
+        if (i == r0 * cols || (i & 1) == 0) word = stream_word(key, std::uint64_t(i) >> 1);
+        const std::uint64_t half = (i & 1) != 0 ? word >> 32 : word & 0xffffffffu;
+        s[i] = half < keep_below ? scale : T(0);
+        v[i] *= s[i];
+      }
+    });
+  }
+
+  /// \brief Word j of the mask stream of `key` (see the class comment). O(1).
+  static std::uint64_t stream_word(std::uint64_t key, std::uint64_t j) noexcept {
+    std::uint64_t z = key + (j + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
   }
 
   /// \brief In place: dy <- dy * m / (1 - p) with the last forward's mask (unchanged when that
@@ -55,7 +76,9 @@ class dropout {
                               "semfocus::nn::dropout::backward: dy must be ", scale_.rows(), " x ",
                               scale_.cols(), " (the last forward's shape), got ", dy.rows(), " x ",
                               dy.cols());
-    dy.array() *= scale_.array();
+    detail::for_chunks(dy.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      dy.middleRows(r0, r1 - r0).array() *= scale_.middleRows(r0, r1 - r0).array();
+    });
   }
 
   /// \brief The same as a value: dy itself when the last forward drew no mask, else `scratch`
@@ -72,6 +95,7 @@ class dropout {
 
  private:
   double p_;
+  int threads_ = 1;
   bool active_ = false;
   matrix<T> scale_;  // m / (1 - p) of the last active forward
 };

@@ -41,13 +41,13 @@ class linear {
   index_t in_features() const noexcept { return weight.value.cols(); }
   index_t out_features() const noexcept { return weight.value.rows(); }
 
-  /// \brief y = x W^T + b for x [m, in] -> [m, out]; caches x. O(m in out).
-  /// \throws invalid_argument if x does not have `in` columns.
-  matrix<T> forward(const matrix<T>& x) {
+  /// \brief y = x W^T + b for x [m, in] -> [m, out]; caches x (moved in when passed an rvalue).
+  /// O(m in out). \throws invalid_argument if x does not have `in` columns.
+  matrix<T> forward(matrix<T> x) {
     detail::require_shape("semfocus::nn::linear::forward", "x", x, -1, in_features());
-    x_ = x;
+    x_ = std::move(x);
     matrix<T> y;
-    detail::affine_forward(x, weight.value, bias.value, y, threads_);
+    detail::affine_forward(x_, weight.value, bias.value, y, threads_);
     return y;
   }
 
@@ -237,13 +237,13 @@ class activation_layer {
   /// \brief The activation it applies.
   activation kind() const noexcept { return kind_; }
 
-  /// \brief y = f(x) elementwise; O(size). relu runs as a vectorised select (the same values as
-  /// activate: x where x > 0, else +0).
-  matrix<T> forward(const matrix<T>& x) {
-    x_ = x;
-    matrix<T> y(x.rows(), x.cols());
-    detail::for_chunks(x.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      const auto xc = x.middleRows(r0, r1 - r0).array();
+  /// \brief y = f(x) elementwise; caches x (moved in when passed an rvalue). O(size). relu runs
+  /// as a vectorised select (the same values as activate: x where x > 0, else +0).
+  matrix<T> forward(matrix<T> x) {
+    x_ = std::move(x);
+    matrix<T> y(x_.rows(), x_.cols());
+    detail::for_chunks(x_.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      const auto xc = x_.middleRows(r0, r1 - r0).array();
       auto yc = y.middleRows(r0, r1 - r0).array();
       if (kind_ == activation::relu)
         yc = (xc > T(0)).select(xc, T(0));

@@ -99,11 +99,12 @@ class mlp {
   mlp(index_t d, index_t d_mlp, activation a, const std::string& prefix, double p = 0)
       : fc1(d, d_mlp, prefix + ".fc1"), fc2(d_mlp, d, prefix + ".fc2"), act(a), drop(p) {}
 
-  /// \brief O(m d d_mlp); dropout masks from `gen` (null: no dropout).
-  matrix<T> forward(const matrix<T>& x, rng* gen = nullptr) {
-    matrix<T> h = fc1.forward(x);
+  /// \brief O(m d d_mlp); dropout masks from `gen` (null: no dropout). x is moved into fc1's
+  /// cache when passed an rvalue.
+  matrix<T> forward(matrix<T> x, rng* gen = nullptr) {
+    matrix<T> h = fc1.forward(std::move(x));
     drop.forward(h, gen);
-    return fc2.forward(act.forward(h));
+    return fc2.forward(act.forward(std::move(h)));
   }
   /// \brief dx from dy; accumulates fc1's and fc2's gradients. O(m d d_mlp).
   matrix<T> backward(const matrix<T>& dy) {
@@ -114,6 +115,7 @@ class mlp {
   /// \brief Threads of fc1, the activation and fc2 (results do not depend on it).
   void set_threads(int n) noexcept {
     fc1.set_threads(n);
+    drop.set_threads(n);
     act.set_threads(n);
     fc2.set_threads(n);
   }
@@ -151,10 +153,13 @@ class encoder_block {
         ln_mlp(c.ln_eps),
         mlp(c.d, c.d_mlp, c.activation, prefix + ".mlp", c.dropout),
         drop_attn(c.dropout),
-        drop_mlp(c.dropout) {
-    ln_attn.set_threads(threads_of(exec));
-    ln_mlp.set_threads(threads_of(exec));
-    mlp.set_threads(threads_of(exec));
+        drop_mlp(c.dropout),
+        threads_(threads_of(exec)) {
+    ln_attn.set_threads(threads_);
+    ln_mlp.set_threads(threads_);
+    mlp.set_threads(threads_);
+    drop_attn.set_threads(threads_);
+    drop_mlp.set_threads(threads_);
   }
 
   /// \brief x [batch n, d] -> y [batch n, d]; caches for backward. Dropout masks from `gen` in
@@ -163,18 +168,20 @@ class encoder_block {
   matrix<T> forward(const matrix<T>& x, index_t batch, rng* gen = nullptr) {
     matrix<T> a = attn.forward(ln_attn.forward(x), batch);
     drop_attn.forward(a, gen);
-    matrix<T> h = x + a;
+    matrix<T> h = detail::sum(x, a, threads_);
     matrix<T> m = mlp.forward(ln_mlp.forward(h), gen);
     drop_mlp.forward(m, gen);
-    return h + m;
+    return detail::sum(h, m, threads_);
   }
   /// \brief dx from dy (chain rule through both residual branches):
   /// dh = dy + LN_mlp'(MLP'(D'(dy))), dx = dh + LN_attn'(MHA'(D'(dh))); accumulates the
   /// gradients.
   matrix<T> backward(const matrix<T>& dy) {
     matrix<T> scratch;
-    const matrix<T> dh = dy + ln_mlp.backward(mlp.backward(drop_mlp.backward(dy, scratch)));
-    return dh + ln_attn.backward(attn.backward(drop_attn.backward(dh, scratch)));
+    const matrix<T> dh =
+        detail::sum(dy, ln_mlp.backward(mlp.backward(drop_mlp.backward(dy, scratch))), threads_);
+    return detail::sum(dh, ln_attn.backward(attn.backward(drop_attn.backward(dh, scratch))),
+                       threads_);
   }
   /// \brief Appends the attention's then the MLP's parameters.
   void append_parameters(parameter_list<T>& list) {
@@ -186,6 +193,9 @@ class encoder_block {
     attn.reset_parameters(gen);
     mlp.reset_parameters(gen);
   }
+
+ private:
+  int threads_;  // of the layers, the dropouts and the residual sums
 };
 
 /// \brief The paper's encoder classifier (see the file comment) with attention `Policy` on
@@ -218,6 +228,7 @@ class encoder_classifier {
         drop_embed(c.dropout),
         config_(c),
         dropout_gen_(c.seed ^ dropout_stream) {
+    drop_embed.set_threads(threads_of(exec));
     blocks.reserve(static_cast<std::size_t>(c.blocks));
     for (index_t l = 0; l < c.blocks; ++l)
       blocks.emplace_back(c, l == 0 ? c.first_ln_eps : c.ln_eps, policy, exec,

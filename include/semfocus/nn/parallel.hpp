@@ -59,6 +59,16 @@ void for_chunks(index_t size, index_t chunk, int threads, F&& fn) {
   backend::simd::thread_pool::instance().run(n, threads, body);
 }
 
+/// \brief a + b (same shapes), row_chunk rows at a time. O(size).
+template <class T>
+matrix<T> sum(const matrix<T>& a, const matrix<T>& b, int threads) {
+  matrix<T> y(a.rows(), a.cols());
+  for_chunks(a.rows(), row_chunk, threads, [&](index_t r0, index_t r1) {
+    y.middleRows(r0, r1 - r0) = a.middleRows(r0, r1 - r0) + b.middleRows(r0, r1 - r0);
+  });
+  return y;
+}
+
 #if defined(SEMFOCUS_HAS_XSIMD)
 /// The SIMD backend's GEMM kernels (one fma chain per output entry, so a chunk's bits do not
 /// depend on how the other chunks run).
