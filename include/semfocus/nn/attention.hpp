@@ -131,7 +131,10 @@ class multi_head_attention {
     semfocus::backward(exec_, policy_, query_view(), key_view(), value_view(), view(o_), view(d_o),
                        record_, view(dq_), view(dk_), view(dv_));
     dqkv_.resize(rows, 3 * hd);
-    for (index_t p = 0; p < 3; ++p) dqkv_.middleCols(p * hd, hd) = *grads[p];
+    detail::for_chunks(rows, detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      for (index_t p = 0; p < 3; ++p)
+        dqkv_.block(r0, p * hd, r1 - r0, hd) = grads[p]->middleRows(r0, r1 - r0);
+    });
     // [dWq; dWk; dWv] = [dQ | dK | dV]^T X, the biases' gradients its column sums, and
     // dX = [dQ | dK | dV] [Wq; Wk; Wv].
     dw_qkv_.setZero(3 * hd, d_);

@@ -48,15 +48,20 @@ class dropout {
     scale_.resize(x.rows(), x.cols());
     const index_t cols = x.cols();
     detail::for_chunks(x.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      // Elements [i0, i1): an odd first element alone, then whole words (a loop the compiler
+      // vectorises), then an even last element alone.
       T* s = scale_.data();
-      T* v = x.data();
-      std::uint64_t word = 0;
-      for (index_t i = r0 * cols; i < r1 * cols; ++i) {
-        if (i == r0 * cols || (i & 1) == 0) word = stream_word(key, std::uint64_t(i) >> 1);
-        const std::uint64_t half = (i & 1) != 0 ? word >> 32 : word & 0xffffffffu;
-        s[i] = half < keep_below ? scale : T(0);
-        v[i] *= s[i];
+      const index_t i0 = r0 * cols, i1 = r1 * cols;
+      const auto keep = [&](std::uint64_t half) { return half < keep_below ? scale : T(0); };
+      index_t i = i0;
+      if ((i & 1) != 0) s[i++] = keep(stream_word(key, std::uint64_t(i0) >> 1) >> 32);
+      for (; i + 1 < i1; i += 2) {
+        const std::uint64_t w = stream_word(key, std::uint64_t(i) >> 1);
+        s[i] = keep(w & 0xffffffffu);
+        s[i + 1] = keep(w >> 32);
       }
+      if (i < i1) s[i] = keep(stream_word(key, std::uint64_t(i) >> 1) & 0xffffffffu);
+      x.middleRows(r0, r1 - r0).array() *= scale_.middleRows(r0, r1 - r0).array();
     });
   }
 
