@@ -60,7 +60,8 @@ policy on one task, for each seed, and writes one CSV per run plus a summary row
   --train N          training sequences (default 5000)
   --test N           held-out sequences (default 2000)
   --length N         sequence length (default: the task's, 40; ListOps 500-600)
-  --threads N        threads of the SIMD backend (default 1; 0 = all hardware threads)
+  --threads N        threads of the attention backend and the layers (default 1; 0 = all
+                     hardware threads); the results are the same for every N
   --dropout P        dropout probability in [0, 1) (default 0; the authors' runs use 0.01):
                      inverted dropout on the embedding and on every attention output, MLP hidden
                      layer (before the activation) and MLP output, masks drawn from the seed, off
@@ -89,7 +90,7 @@ epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds, and one row per run ap
 DIR/summary.csv (task,policy,seed,convergence_epoch,best_test_acc,last_test_acc,
 final_train_loss,epochs,stopped; convergence_epoch is -1 when training accuracy never reaches
 95%, epochs is the number of epochs run and stopped is 1 when --stop-after ended the run).
-Same options, same seed and same thread count give the same numbers bit for bit.
+Same options and seed give the same numbers bit for bit, whatever --threads.
 )";
 
 struct options {
@@ -213,8 +214,8 @@ void shuffle(std::vector<index_t>& v, semfocus::nn::rng& gen) {
     std::swap(v[i - 1], v[std::size_t(gen.below(std::uint64_t(i)))]);
 }
 
-// The options that fix a run's bits (all but --epochs, --stop-after, the output and checkpoint
-// options): a resumed run must have the same.
+// The options that fix a run's bits (all but --epochs, --stop-after, --threads, the output and
+// checkpoint options) and the library's numerics version: a resumed run must have the same.
 std::string fingerprint(const options& o, std::uint64_t seed) {
   using semfocus::nn::detail::hex_real;
   std::ostringstream f;
@@ -223,7 +224,7 @@ std::string fingerprint(const options& o, std::uint64_t seed) {
     << " activation=" << o.activation << " optimizer=" << o.optimizer << " lr=" << hex_real(o.lr)
     << " decay=" << hex_real(o.decay) << " clip=" << hex_real(o.clip) << " batch=" << o.batch
     << " train=" << o.train << " test=" << o.test << " length=" << o.length
-    << " threads=" << o.threads << " dropout=" << hex_real(o.dropout)
+    << " numerics=" << semfocus::nn::numerics_version << " dropout=" << hex_real(o.dropout)
     << " pad_to_mask=" << o.pad_to_mask;
   return f.str();
 }

@@ -26,6 +26,12 @@
 // attention probabilities, which the fused kernels here do not.
 namespace semfocus::nn {
 
+/// \brief The version of the training numerics: it changes whenever a change of this library
+/// changes the bits that a seed and a configuration give (a resumable run state records it, so
+/// that a state is never continued by code that would not have produced it). 2: the layers on the
+/// SIMD backend's GEMM kernel in fixed chunks and counter-based dropout masks.
+inline constexpr int numerics_version = 2;
+
 /// \brief Sizes and options of encoder_classifier.
 struct model_config {
   index_t vocab = 2;    ///< token ids in [0, vocab)
