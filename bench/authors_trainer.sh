@@ -70,4 +70,4 @@ for policy in full topk:5; do
   done
 done
 echo
-echo "(ch.py on 1 thread; $epochs epochs each; $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores)"
+echo "(ch.py on 1 thread; $epochs epochs each; $(lscpu | sed -n 's/^Model name: *//p'), $(nproc --all) cores)"
