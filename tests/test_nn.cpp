@@ -541,6 +541,31 @@ TEST_CASE("nn: training on a tiny task halves the loss") {
   }
 }
 
+TEST_CASE("nn: the affine passes against plain Eigen, kernel and fallback shapes") {
+  // Widths that are multiples of every vector width (the GEMM kernel) and odd ones (Eigen);
+  // rows below, at and above a chunk; 1 and 2 threads.
+  for (const index_t m : {1, 128, 301})
+    for (const index_t in : {3, 16, 40, 64})
+      for (const index_t out : {5, 32, 192})
+        for (const int threads : {1, 2}) {
+          INFO("m " << m << ", in " << in << ", out " << out << ", threads " << threads);
+          nn::rng gen(std::uint64_t(m * 1000 + in * 10 + out));
+          md x(m, in), w(out, in), b(1, out), dy(m, out);
+          for (md* t : {&x, &w, &b, &dy}) nn::fill_uniform(*t, -1.0, 1.0, gen);
+          md y, dx, dw = md::Constant(out, in, 0.5), db = md::Constant(1, out, 0.25);
+          nn::detail::affine_forward(x, w, b, y, threads);
+          nn::detail::affine_backward(dy, x, w, dw, db, &dx, threads);
+          const md y_ref = (x * w.transpose()).rowwise() + b.row(0);
+          const md dw_ref = (dy.transpose() * x).array() + 0.5;
+          const md db_ref = dy.colwise().sum().array() + 0.25;
+          const md dx_ref = dy * w;
+          CHECK((y - y_ref).cwiseAbs().maxCoeff() < 1e-12);
+          CHECK((dw - dw_ref).cwiseAbs().maxCoeff() < 1e-11);
+          CHECK((db - db_ref).cwiseAbs().maxCoeff() < 1e-11);
+          CHECK((dx - dx_ref).cwiseAbs().maxCoeff() < 1e-12);
+        }
+}
+
 #if defined(SEMFOCUS_HAS_XSIMD)
 TEST_CASE("nn: the layers' threads change no bit") {
   // Shapes with several chunks of every kind: 300 rows (3 row chunks of 128), d = d_mlp = 64
