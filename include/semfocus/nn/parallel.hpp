@@ -98,11 +98,11 @@ tensor_view<const T> rows_view(const matrix<T>& m) noexcept {
 template <class T>
 void affine_forward(const matrix<T>& x, const matrix<T>& w, const matrix<T>& b, matrix<T>& y,
                     int threads) {
-  const index_t in = w.cols(), out = w.rows();
+  const index_t out = w.rows();
   y.resize(x.rows(), out);
 #if defined(SEMFOCUS_HAS_XSIMD)
   using k = gemm_kernels<T>;
-  if (out % k::width == 0) {
+  if (const index_t in = w.cols(); out % k::width == 0) {
     const index_t blk = k::round_up(out, k::nr);
     T* packed = pack_buffer<T>(0, blk * in);
     k::pack_b_transposed(rows_view(w), 0, 0, 0, out, packed, blk);
@@ -129,11 +129,12 @@ void affine_forward(const matrix<T>& x, const matrix<T>& w, const matrix<T>& b, 
 template <class T>
 void affine_backward(const matrix<T>& dy, const matrix<T>& x, const matrix<T>& w, matrix<T>& dw,
                      matrix<T>& db, matrix<T>* dx, int threads) {
-  const index_t m = x.rows(), in = x.cols(), out = dy.cols();
+  const index_t m = x.rows(), in = x.cols();
   db += dy.colwise().sum();
   if (dx != nullptr) dx->resize(m, in);
 #if defined(SEMFOCUS_HAS_XSIMD)
   using k = gemm_kernels<T>;
+  const index_t out = dy.cols();
   static_assert(col_chunk % k::nr == 0, "a column chunk holds whole packed panels");
   if (in % k::width == 0) {
     // Each column chunk packs its own panels of x; dy is read in place (A(i, p) = dy(p, i)).
