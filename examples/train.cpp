@@ -76,8 +76,10 @@ policy on one task, for each seed, and writes one CSV per run plus a summary row
                      (parameters, optimiser, learning rate, dropout generator, summary so far;
                      examples/runner/resume.hpp)
   --resume           continue each run from its .state file when there is one: its options must
-                     be this run's (--epochs may be larger); the CSV keeps the rows of the epochs
-                     done. The result has the same bits as an uninterrupted run. A run without a
+                     be this run's (--epochs may be larger), and so must the library's numerics
+                     version and the SIMD arch this binary is built for (an AVX2 build cannot
+                     resume an AVX-512 build's run); the CSV keeps the rows of the epochs done.
+                     The result has the same bits as an uninterrupted run. A run without a
                      .state file starts afresh.
   --out DIR          output directory for the CSV files (default train_out)
   --save             also write each run's final parameters to DIR/<task>_<policy>_seed<S>.params
@@ -215,9 +217,15 @@ void shuffle(std::vector<index_t>& v, semfocus::nn::rng& gen) {
 }
 
 // The options that fix a run's bits (all but --epochs, --stop-after, --threads, the output and
-// checkpoint options) and the library's numerics version: a resumed run must have the same.
+// checkpoint options), the library's numerics version and the backend's vector arch (another
+// width sums in another order): a resumed run must have the same.
 std::string fingerprint(const options& o, std::uint64_t seed) {
   using semfocus::nn::detail::hex_real;
+#if defined(SEMFOCUS_HAS_XSIMD)
+  const std::string backend = std::string("simd:") + semfocus::simd_arch().name;
+#else
+  const std::string backend = "reference";
+#endif
   std::ostringstream f;
   f << "task=" << o.task << " policy=" << o.policy << " seed=" << seed << " blocks=" << o.blocks
     << " d=" << o.d << " heads=" << o.heads << " d_mlp=" << o.d_mlp
@@ -225,7 +233,7 @@ std::string fingerprint(const options& o, std::uint64_t seed) {
     << " decay=" << hex_real(o.decay) << " clip=" << hex_real(o.clip) << " batch=" << o.batch
     << " train=" << o.train << " test=" << o.test << " length=" << o.length
     << " numerics=" << semfocus::nn::numerics_version << " dropout=" << hex_real(o.dropout)
-    << " pad_to_mask=" << o.pad_to_mask;
+    << " pad_to_mask=" << o.pad_to_mask << " backend=" << backend;
   return f.str();
 }
 

@@ -4,7 +4,8 @@
 # for byte, the CSV's every column but the wall time, the summary row -- with dropout on (its
 # generator is part of the state). Two cases: SGD with top-k, and Adam (its moments are part of
 # the state) with --stop-after ending the run after the resume (converged at epoch 9, stopped at
-# 11 of 30). The resumed part runs on 2 threads, the rest on 1: the bits do not depend on it.
+# 11 of 30). The resumed part runs on 2 threads, the rest on 1: the bits do not depend on it. Then
+# a state whose fingerprint names another backend (SIMD arch) is refused.
 # Usage: cmake -DTRAIN=<train binary> -DOUT=<scratch dir> -P train_resume_test.cmake
 file(REMOVE_RECURSE ${OUT})
 set(common --blocks 1 --d 16 --d-mlp 16 --train 200 --test 50 --seeds 4 --dropout 0.1 --quiet
@@ -53,3 +54,20 @@ endfunction()
 check(sgd parity_topk_3_seed4 5 2 ",5,0$" --task parity --policy topk:3 --lr 0.5)
 check(adam even_pairs_full_seed4 30 8 ",9,.*,11,1$" --task even_pairs --length 6 --policy full
       --optimizer adam --lr 0.01 --stop-after 2)
+
+# A state written by another build (here: its fingerprint's backend field changed, as an AVX2
+# build's would differ from an AVX-512 build's) is refused, naming both fingerprints.
+set(state ${OUT}/arch/parity_full_seed4.state)
+run(--task parity --policy full --epochs 1 --checkpoint-every 1 --out ${OUT}/arch)
+file(READ ${state} text)
+string(REPLACE " backend=" " backend=other-" changed "${text}")
+if(changed STREQUAL text)
+  message(FATAL_ERROR "arch: the state's fingerprint has no backend field")
+endif()
+file(WRITE ${state} "${changed}")
+execute_process(COMMAND ${TRAIN} ${common} --task parity --policy full --epochs 2 --resume
+                        --out ${OUT}/arch RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "other options: .*backend=other-")
+  message(FATAL_ERROR "arch: a state of another backend was not refused (${rc}): ${out}${err}")
+endif()
+message(STATUS "arch: a state of another backend is refused")
