@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -54,7 +55,7 @@ class thread_pool {
       if (!runner) {
         while (static_cast<int>(workers_.size()) < want - 1)
           workers_.emplace_back([this, id = static_cast<int>(workers_.size()) + 1] { loop(id); });
-        ++generation_;
+        generation_.fetch_add(1, std::memory_order_release);
       }
     }
     if (runner) {  // the same claim loop, on the runner's threads (slots 0..want-1)
@@ -65,6 +66,7 @@ class thread_pool {
       cv_.notify_all();
       work(0);
     }
+    spin_until([&] { return active_.load(std::memory_order_acquire) == 0; });
     std::unique_lock<std::mutex> lk(m_);
     done_cv_.wait(lk, [&] { return active_ == 0; });
     job_ = nullptr;
@@ -86,6 +88,18 @@ class thread_pool {
  private:
   thread_pool() = default;
 
+  // Polls `done` for at most about 50 microseconds (then the caller sleeps on its condition).
+  template <class Done>
+  static void spin_until(Done done) noexcept {
+    const auto limit = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+    for (int i = 1; !done(); ++i) {
+      if (i % 64 == 0 && std::chrono::steady_clock::now() > limit) return;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+  }
+
   void work(int slot) {
     for (;;) {
       const index_t t = next_.fetch_add(1, std::memory_order_relaxed);
@@ -104,6 +118,10 @@ class thread_pool {
   void loop(int id) {
     std::uint64_t seen = 0;
     for (;;) {
+      // A step's jobs come back to back: poll a while before sleeping on the condition variable,
+      // whose wake-up (a futex, an interrupt between cores) can cost more than a job at small
+      // sizes. The decision is then taken under the mutex, as without the poll.
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
       {
         std::unique_lock<std::mutex> lk(m_);
         cv_.wait(lk, [&] { return stop_ || (generation_ != seen && job_ && id <= participants_); });
@@ -123,8 +141,9 @@ class thread_pool {
   std::function<void(index_t, int)>* job_ = nullptr;
   index_t n_tasks_ = 0;
   std::atomic<index_t> next_{0};
-  int active_ = 0, participants_ = 0;
-  std::uint64_t generation_ = 0;
+  std::atomic<int> active_{0};  // written under m_, polled without it
+  int participants_ = 0;
+  std::atomic<std::uint64_t> generation_{0};  // written under m_, polled without it
   std::exception_ptr error_;
   std::atomic<bool> failed_{false};
   bool stop_ = false;
