@@ -16,7 +16,9 @@
 
 namespace semfocus::backend::simd {
 
-/// \brief A process-wide pool of sleeping worker threads running one job at a time.
+/// \brief A process-wide pool of worker threads running one job at a time. Between jobs a worker
+/// polls for about 50 microseconds, then sleeps on a condition variable (and so does the caller
+/// waiting for the workers): a training step's many small jobs then need no wake-up.
 ///
 /// run(n_tasks, threads, fn) calls fn(task, slot) for every task in [0, n_tasks) on `threads`
 /// threads (the caller is slot 0, workers slots 1..threads-1), or, given a runner
