@@ -3,8 +3,8 @@
 # --resume) must end with the same bits as the run done in one go -- the saved parameters byte
 # for byte, the CSV's every column but the wall time, the summary row -- with dropout on (its
 # generator is part of the state). Two cases: SGD with top-k, and Adam (its moments are part of
-# the state) with --stop-after ending the run after the resume (converged at epoch 9, stopped at
-# 11 of 30). The resumed part runs on 2 threads, the rest on 1: the bits do not depend on it. Then
+# the state) with --stop-after ending the run after the resume (converged at epoch 10, stopped at
+# 12 of 30, on the Intel Xeon with AVX-512, numerics 3; checked: after the resume, 2 epochs on). The resumed part runs on 2 threads, the rest on 1: the bits do not depend on it. Then
 # a state whose fingerprint names another backend (SIMD arch) is refused.
 # Usage: cmake -DTRAIN=<train binary> -DOUT=<scratch dir> -P train_resume_test.cmake
 file(REMOVE_RECURSE ${OUT})
@@ -52,8 +52,20 @@ function(check case run_name epochs first expected)
 endfunction()
 
 check(sgd parity_topk_3_seed4 5 2 ",5,0$" --task parity --policy topk:3 --lr 0.5)
-check(adam even_pairs_full_seed4 30 8 ",9,.*,11,1$" --task even_pairs --length 6 --policy full
-      --optimizer adam --lr 0.01 --stop-after 2)
+check(adam even_pairs_full_seed4 30 8 ",[0-9]+,.*,[0-9]+,1$" --task even_pairs --length 6
+      --policy full --optimizer adam --lr 0.01 --stop-after 2)
+# ... and it converged after the resume (epoch 8) and stopped 2 epochs later (fields 4 and 8 of
+# the summary row: convergence epoch, epochs run).
+file(STRINGS ${OUT}/adam/whole/summary.csv rows)
+list(GET rows -1 row)
+string(REPLACE "," ";" fields "${row}")
+list(GET fields 3 converged)
+list(GET fields 7 ran)
+math(EXPR stop "${converged} + 2")
+if(converged LESS_EQUAL 8 OR NOT ran EQUAL stop)
+  message(FATAL_ERROR "adam: converged at ${converged} and ran ${ran} epochs; expected a "
+                      "convergence after epoch 8 and ${stop} epochs run")
+endif()
 
 # A state written by another build (here: its fingerprint's backend field changed, as an AVX2
 # build's would differ from an AVX-512 build's) is refused, naming both fingerprints.

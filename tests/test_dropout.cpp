@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -31,7 +32,7 @@ md filled(index_t rows, index_t cols, std::uint64_t seed) {
 TEST_CASE("dropout: mask statistics, scaling, determinism, evaluation and backward") {
   const double p = 0.25;
   nn::dropout<double> drop(p);
-  const md x = filled(300, 301, 1);  // odd size: the last 64-bit draw is half used
+  const md x = filled(300, 301, 1);
   md y = x;
   nn::rng gen(7);
   drop.forward(y, &gen);
@@ -42,6 +43,12 @@ TEST_CASE("dropout: mask statistics, scaling, determinism, evaluation and backwa
     ++kept;
     CHECK(y.data()[i] == doctest::Approx(x.data()[i] / (1 - p)).epsilon(1e-15));
   }
+  // The mask is the documented one: element i kept iff word(key, i) < floor(0.75 2^32), with
+  // key the generator's next draw.
+  nn::rng key_gen(7);
+  const std::uint64_t key = key_gen.bits();
+  for (index_t i = 0; i < x.size(); ++i)
+    CHECK((y.data()[i] != 0) == (nn::dropout<double>::word(key, i) < 3221225472u));
   // 90300 Bernoulli(0.75) draws: standard deviation 130, so 0.75 +- 0.005 is 3.5 sigma.
   CHECK(std::abs(double(kept) / double(x.size()) - (1 - p)) < 0.005);
 

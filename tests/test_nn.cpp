@@ -6,6 +6,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <semfocus/nn/nn.hpp>
@@ -233,6 +234,46 @@ TEST_CASE("nn: layer_norm forward, gradients and constant rows") {
   for (index_t j = 0; j < 6; ++j)
     CHECK(std::abs(dx1(1, j) - (dy(1, j) - dy.row(1).mean()) * 2.0) < 1e-12);
   CHECK_THROWS_AS(nn::layer_norm<double>(-1.0), semfocus::invalid_argument);
+}
+
+TEST_CASE("nn: layer_norm's fused residual forms equal the separate passes") {
+  // forward_sum(x, a, h) = forward(x + a) bit for bit, with h = x + a; backward_sum(dy, skip) =
+  // skip + backward(dy) up to the rounding of that sum. Widths around the 16 lanes of the row sums
+  // (tails, blocks), float and double; a constant row and 2 threads over 3 row chunks on the way.
+  const auto check = [](auto zero, index_t rows, index_t w, double eps) {
+    using T = decltype(zero);
+    using mt = nn::matrix<T>;
+    nn::rng gen(w);
+    mt x(rows, w), a(rows, w), dy(rows, w), skip(rows, w);
+    for (mt* m : {&x, &a, &dy, &skip}) nn::fill_uniform(*m, -2.0, 2.0, gen);
+    x.row(1).setConstant(T(0.5));
+    a.row(1).setZero();
+    nn::layer_norm<T> fused(eps), plain(eps);
+    fused.set_threads(2);
+    mt h;
+    const mt y = fused.forward_sum(x, a, h);
+    const mt sum = x + a;
+    CHECK(h == sum);
+    CHECK(y == plain.forward(sum));
+    CHECK(y.row(1).isZero(0));
+    // The fused sum may be one fma (contracted): equal to within an ulp of the terms.
+    const mt fused_dx = fused.backward_sum(dy, skip), separate = skip + plain.backward(dy);
+    const double ulp = std::is_same_v<T, float> ? 1.2e-7 : 2.3e-16;
+    CHECK(((fused_dx - separate).array().abs() <=
+           T(2 * ulp) * (skip.array().abs() + plain.backward(dy).array().abs()))
+              .all());
+    CHECK(fused.backward(dy) == plain.backward(dy));
+    for (index_t r = 0; r < rows; ++r)
+      if (r != 1) CHECK(std::abs(double(y.row(r).sum())) < 1e-4);
+    CHECK_THROWS_WITH_AS(fused.forward_sum(x, mt(rows, w + 1), h), doctest::Contains("a must be"),
+                         semfocus::invalid_argument);
+    CHECK_THROWS_WITH_AS(fused.backward_sum(dy, mt(rows + 1, w)), doctest::Contains("skip must be"),
+                         semfocus::invalid_argument);
+  };
+  for (const index_t w : {1, 7, 16, 17, 64, 100}) {
+    check(0.0f, 300, w, 1e-5);
+    check(0.0, 5, w, 0.0);
+  }
 }
 
 TEST_CASE("nn: activations values and gradients") {

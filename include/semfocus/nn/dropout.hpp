@@ -16,11 +16,12 @@ namespace semfocus::nn {
 ///
 /// A call draws one 64-bit key from the generator; the mask is a function of that key alone,
 /// counter-based so that any part of it can be computed on its own (in parallel chunks, with the
-/// same bits for every thread count): element i of x (row-major) takes the 32-bit word i of the
-/// stream w_j = mix(key + (j + 1) 0x9e3779b97f4a7c15), j = 0, 1, ... (mix: splitmix64's
-/// finaliser; the low word of w_j first, then its high word) and is kept iff word <
-/// floor((1 - p) 2^32), so P(keep) = 1 - p to within 2^-32 and one seeded generator gives the
-/// same mask on every platform.
+/// same bits for every thread count, and again in backward instead of being stored): element i
+/// of x (row-major) is kept iff word(key, i) < floor((1 - p) 2^32), where
+/// word(key, i) = fmix32(k_hi ^ fmix32(k_lo + i mod 2^32)) with k_lo, k_hi the key's low and high
+/// halves and fmix32 MurmurHash3's finaliser (a bijection of 32-bit words with full avalanche).
+/// So P(keep) = 1 - p to within 2^-32, one seeded generator gives the same mask on every platform,
+/// and a matrix of more than 2^32 elements repeats its mask with period 2^32.
 template <class T>
 class dropout {
  public:
@@ -38,52 +39,30 @@ class dropout {
 
   /// \brief In place: x <- x * m / (1 - p) with a fresh mask (one key drawn from `gen`) when
   /// `gen` is not null and p > 0 (training); otherwise x is unchanged and nothing is drawn
-  /// (evaluation). Remembers the mask (or its absence) for backward. O(size).
+  /// (evaluation). Remembers the key and shape (or that no mask was drawn) for backward. O(size).
   void forward(matrix<T>& x, rng* gen) {
     active_ = gen != nullptr && p_ > 0;
     if (!active_) return;
-    const std::uint64_t key = gen->bits();
-    const auto keep_below = static_cast<std::uint64_t>(std::ldexp(1.0 - p_, 32));
-    const T scale = static_cast<T>(1.0 / (1.0 - p_));
-    scale_.resize(x.rows(), x.cols());
-    const index_t cols = x.cols();
-    detail::for_chunks(x.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      // Elements [i0, i1): an odd first element alone, then whole words (a loop the compiler
-      // vectorises), then an even last element alone.
-      T* s = scale_.data();
-      const index_t i0 = r0 * cols, i1 = r1 * cols;
-      const auto keep = [&](std::uint64_t half) { return half < keep_below ? scale : T(0); };
-      index_t i = i0;
-      if ((i & 1) != 0) s[i++] = keep(stream_word(key, std::uint64_t(i0) >> 1) >> 32);
-      for (; i + 1 < i1; i += 2) {
-        const std::uint64_t w = stream_word(key, std::uint64_t(i) >> 1);
-        s[i] = keep(w & 0xffffffffu);
-        s[i + 1] = keep(w >> 32);
-      }
-      if (i < i1) s[i] = keep(stream_word(key, std::uint64_t(i) >> 1) & 0xffffffffu);
-      x.middleRows(r0, r1 - r0).array() *= scale_.middleRows(r0, r1 - r0).array();
-    });
+    key_ = gen->bits();
+    rows_ = x.rows();
+    cols_ = x.cols();
+    apply(x);
   }
 
-  /// \brief Word j of the mask stream of `key` (see the class comment). O(1).
-  static std::uint64_t stream_word(std::uint64_t key, std::uint64_t j) noexcept {
-    std::uint64_t z = key + (j + 1) * 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+  /// \brief Word i of the mask of `key` (see the class comment). O(1).
+  static std::uint32_t word(std::uint64_t key, index_t i) noexcept {
+    const auto lo = static_cast<std::uint32_t>(key), hi = static_cast<std::uint32_t>(key >> 32);
+    return fmix32(hi ^ fmix32(lo + static_cast<std::uint32_t>(i)));
   }
 
   /// \brief In place: dy <- dy * m / (1 - p) with the last forward's mask (unchanged when that
   /// forward drew none). O(size). \throws invalid_argument if dy's shape is not the last forward's.
   void backward(matrix<T>& dy) const {
     if (!active_) return;
-    semfocus::detail::require(dy.rows() == scale_.rows() && dy.cols() == scale_.cols(),
-                              "semfocus::nn::dropout::backward: dy must be ", scale_.rows(), " x ",
-                              scale_.cols(), " (the last forward's shape), got ", dy.rows(), " x ",
-                              dy.cols());
-    detail::for_chunks(dy.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      dy.middleRows(r0, r1 - r0).array() *= scale_.middleRows(r0, r1 - r0).array();
-    });
+    semfocus::detail::require(dy.rows() == rows_ && dy.cols() == cols_,
+                              "semfocus::nn::dropout::backward: dy must be ", rows_, " x ", cols_,
+                              " (the last forward's shape), got ", dy.rows(), " x ", dy.cols());
+    apply(dy);
   }
 
   /// \brief The same as a value: dy itself when the last forward drew no mask, else `scratch`
@@ -99,10 +78,35 @@ class dropout {
   bool active() const noexcept { return active_; }
 
  private:
+  static std::uint32_t fmix32(std::uint32_t h) noexcept {
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    return h ^ (h >> 16);
+  }
+
+  // v <- v * m / (1 - p) with the mask of key_, row_chunk rows at a time.
+  void apply(matrix<T>& v) const {
+    const auto keep_below = static_cast<std::uint32_t>(std::ldexp(1.0 - p_, 32));
+    const T scale = static_cast<T>(1.0 / (1.0 - p_));
+    const index_t cols = v.cols();
+    detail::for_chunks(v.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
+      apply_range(v.data(), r0 * cols, r1 * cols, key_, keep_below, scale);
+    });
+  }
+
+  // Elements [i0, i1) of v (by value: no aliasing, so the loop vectorises).
+  static void apply_range(T* v, index_t i0, index_t i1, std::uint64_t key, std::uint32_t keep_below,
+                          T scale) noexcept {
+    for (index_t i = i0; i < i1; ++i) v[i] *= word(key, i) < keep_below ? scale : T(0);
+  }
+
   double p_;
   int threads_ = 1;
   bool active_ = false;
-  matrix<T> scale_;  // m / (1 - p) of the last active forward
+  std::uint64_t key_ = 0;  // of the last active forward
+  index_t rows_ = 0, cols_ = 0;
 };
 
 }  // namespace semfocus::nn

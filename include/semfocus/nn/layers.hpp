@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "semfocus/nn/init.hpp"
+#include "semfocus/nn/layer_norm.hpp"
 #include "semfocus/nn/parallel.hpp"
 #include "semfocus/nn/tensor.hpp"
 
@@ -78,89 +79,6 @@ class linear {
  private:
   matrix<T> x_;
   int threads_ = 1;
-};
-
-/// \brief LayerNorm over each row without affine parameters: y = (x - mean) / sqrt(var + eps)
-/// with the biased variance var = mean((x - mean)^2), as torch.nn.LayerNorm(elementwise_affine
-/// = False). With eps = 0 the output rows have norm exactly sqrt(width) (up to rounding).
-///
-/// Constant rows: the centred row is taken as exactly 0, so y = 0. With eps > 0 the derivative is
-/// the usual one (dx = (dy - mean(dy)) / sqrt(eps)); with eps = 0 (var + eps = 0, where the map
-/// is not differentiable) the output is 0 and the gradient is defined as 0 -- never NaN (also
-/// for a row whose variance underflows to 0).
-template <class T>
-class layer_norm {
- public:
-  /// \throws invalid_argument if eps < 0 or is not finite.
-  explicit layer_norm(double eps = 1e-5) : eps_(eps) {
-    semfocus::detail::require(std::isfinite(eps) && eps >= 0,
-                              "semfocus::nn::layer_norm: eps must be finite and >= 0, got ", eps);
-  }
-
-  /// \brief The eps added to the variance.
-  double eps() const noexcept { return eps_; }
-
-  /// \brief Normalises each row of x [m, w] -> [m, w]; caches y and 1/sqrt(var + eps). O(m w).
-  /// \throws invalid_argument if x has no columns.
-  matrix<T> forward(const matrix<T>& x) {
-    semfocus::detail::require(x.cols() >= 1,
-                              "semfocus::nn::layer_norm::forward: x must have >= 1 column");
-    const index_t w = x.cols();
-    y_.resize(x.rows(), w);
-    rstd_.resize(x.rows());
-    detail::for_chunks(x.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r) normalise_row(x, r);
-    });
-    return y_;
-  }
-
-  /// \brief dx = rstd (dy - mean(dy) - y mean(dy * y)) per row (rstd = 1/sqrt(var + eps), 0 for a
-  /// constant row when eps = 0). O(m w). \throws invalid_argument if dy does not match.
-  matrix<T> backward(const matrix<T>& dy) const {
-    detail::require_shape("semfocus::nn::layer_norm::backward", "dy", dy, y_.rows(), y_.cols());
-    const T inv_w = T(1) / static_cast<T>(dy.cols());
-    matrix<T> dx(dy.rows(), dy.cols());
-    detail::for_chunks(dy.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r) {
-        const T mean_dy = dy.row(r).sum() * inv_w;
-        const T mean_dyy = dy.row(r).dot(y_.row(r)) * inv_w;
-        dx.row(r) =
-            rstd_[r] * ((dy.row(r).array() - mean_dy) - y_.row(r).array() * mean_dyy).matrix();
-      }
-    });
-    return dx;
-  }
-
-  /// \brief Threads of forward and backward (n < 1 means 1); the results do not depend on it.
-  void set_threads(int n) noexcept { threads_ = std::max(1, n); }
-
- private:
-  // y_ and rstd_ of row r of x (see forward).
-  void normalise_row(const matrix<T>& x, index_t r) {
-    const index_t w = x.cols();
-    const auto row = x.row(r);
-    if (row.maxCoeff() == row.minCoeff()) {  // constant: centred row exactly 0
-      y_.row(r).setZero();
-      rstd_[r] = eps_ > 0 ? static_cast<T>(1.0 / std::sqrt(eps_)) : T(0);
-      return;
-    }
-    const T mean = row.sum() / static_cast<T>(w);
-    const auto centred = (row.array() - mean).matrix();
-    const T var = centred.squaredNorm() / static_cast<T>(w);
-    if (!(var + static_cast<T>(eps_) > 0)) {  // variance underflowed to 0 with eps = 0
-      y_.row(r).setZero();
-      rstd_[r] = T(0);
-      return;
-    }
-    const T rstd = T(1) / std::sqrt(var + static_cast<T>(eps_));
-    rstd_[r] = rstd;
-    y_.row(r) = centred * rstd;
-  }
-
-  double eps_;
-  int threads_ = 1;
-  matrix<T> y_;
-  Eigen::Matrix<T, Eigen::Dynamic, 1> rstd_;
 };
 
 /// \brief The MLP nonlinearities of the paper.

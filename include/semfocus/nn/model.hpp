@@ -29,8 +29,9 @@ namespace semfocus::nn {
 /// \brief The version of the training numerics: it changes whenever a change of this library
 /// changes the bits that a seed and a configuration give (a resumable run state records it, so
 /// that a state is never continued by code that would not have produced it). 2: the layers on the
-/// SIMD backend's GEMM kernel in fixed chunks and counter-based dropout masks.
-inline constexpr int numerics_version = 2;
+/// SIMD backend's GEMM kernel in fixed chunks and counter-based dropout masks; 3: LayerNorm's sums
+/// in fixed lanes fused with the residual sums, 32-bit dropout mask words.
+inline constexpr int numerics_version = 3;
 
 /// \brief Sizes and options of encoder_classifier.
 struct model_config {
@@ -174,8 +175,8 @@ class encoder_block {
   matrix<T> forward(const matrix<T>& x, index_t batch, rng* gen = nullptr) {
     matrix<T> a = attn.forward(ln_attn.forward(x), batch);
     drop_attn.forward(a, gen);
-    matrix<T> h = detail::sum(x, a, threads_);
-    matrix<T> m = mlp.forward(ln_mlp.forward(h), gen);
+    matrix<T> h;
+    matrix<T> m = mlp.forward(ln_mlp.forward_sum(x, a, h), gen);
     drop_mlp.forward(m, gen);
     return detail::sum(h, m, threads_);
   }
@@ -184,10 +185,8 @@ class encoder_block {
   /// gradients.
   matrix<T> backward(const matrix<T>& dy) {
     matrix<T> scratch;
-    const matrix<T> dh =
-        detail::sum(dy, ln_mlp.backward(mlp.backward(drop_mlp.backward(dy, scratch))), threads_);
-    return detail::sum(dh, ln_attn.backward(attn.backward(drop_attn.backward(dh, scratch))),
-                       threads_);
+    const matrix<T> dh = ln_mlp.backward_sum(mlp.backward(drop_mlp.backward(dy, scratch)), dy);
+    return ln_attn.backward_sum(attn.backward(drop_attn.backward(dh, scratch)), dh);
   }
   /// \brief Appends the attention's then the MLP's parameters.
   void append_parameters(parameter_list<T>& list) {
