@@ -75,6 +75,19 @@ TEST_CASE("simd pool: every task exactly once, slots below the thread count") {
   });
 }
 
+TEST_CASE("simd pool: its own threads take the tasks round-robin by slot") {
+  // Slot s runs tasks s, s + threads, ... (the same rows on the same core from pass to pass),
+  // 1, 2, 3 and 8 threads on 2 cores (so also with more threads than cores).
+  for (const int threads : {1, 2, 3, 8}) {
+    std::vector<int> slot_of(100, -1);
+    bs::thread_pool::instance().run(100, threads,
+                                    [&](index_t t, int slot) { slot_of[std::size_t(t)] = slot; });
+    int wrong = 0;
+    for (std::size_t t = 0; t < slot_of.size(); ++t) wrong += slot_of[t] != int(t) % threads;
+    CHECK(wrong == 0);
+  }
+}
+
 TEST_CASE("simd pool: ordered turns give the sequential order on any thread count") {
   for_each_runner([](const sf::exec::simd_runner& runner, const char* name) {
     INFO(name);
