@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -243,7 +244,7 @@ TEST_CASE("nn: layer_norm's fused residual forms equal the separate passes") {
   const auto check = [](auto zero, index_t rows, index_t w, double eps) {
     using T = decltype(zero);
     using mt = nn::matrix<T>;
-    nn::rng gen(w);
+    nn::rng gen(static_cast<std::uint64_t>(w));
     mt x(rows, w), a(rows, w), dy(rows, w), skip(rows, w);
     for (mt* m : {&x, &a, &dy, &skip}) nn::fill_uniform(*m, -2.0, 2.0, gen);
     x.row(1).setConstant(T(0.5));
