@@ -10,7 +10,7 @@
 namespace semfocus::nn {
 namespace detail {
 
-/// Lanes of the fixed-order row reductions (lane_sums): a constant, not the vector width, so that
+/// Lanes of the fixed-order row reductions (lane_sum): a constant, not the vector width, so that
 /// a row's sums have the same bits on every ISA; the compiler vectorises the lane loops.
 inline constexpr index_t lanes = 16;
 
