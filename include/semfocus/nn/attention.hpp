@@ -86,10 +86,12 @@ class multi_head_attention {
   }
 
   /// \brief Y [batch n, d] from X [batch n, d] (see the file comment); keeps Q, K, V, O and the
-  /// forward record for backward, and X (moved in when passed an rvalue). \throws
+  /// forward record for backward, and X (moved in when passed an rvalue). Each chunk of rows
+  /// [r0, r1) of Y is followed in its task by epilogue(Y, r0, r1) (linear::forward). \throws
   /// invalid_argument if X is not [batch n, d] for some n >= 1, or as semfocus::forward (e.g.
   /// top_k with k > n).
-  matrix<T> forward(matrix<T> x, index_t batch) {
+  template <class Epilogue = detail::no_epilogue>
+  matrix<T> forward(matrix<T> x, index_t batch, Epilogue&& epilogue = {}) {
     constexpr const char* fn = "semfocus::nn::multi_head_attention::forward";
     semfocus::detail::require(batch >= 1 && x.rows() >= batch && x.rows() % batch == 0, fn,
                               ": batch = ", batch, " must divide the ", x.rows(), " rows of x");
@@ -110,14 +112,16 @@ class multi_head_attention {
     semfocus::forward(exec_, policy_, query_view(), key_view(), value_view(), view(o_), record_,
                       options_);
     matrix<T> y;  // wo applied to O in place of wo.forward (which would cache a copy of O)
-    detail::affine_forward(o_, wo.weight.value, wo.bias.value, y, threads_);
+    detail::affine_forward(o_, wo.weight.value, wo.bias.value, y, threads_, epilogue);
     return y;
   }
 
   /// \brief dX from dY [batch n, d]: through wo, semfocus::backward (kept set of the last
-  /// forward), then dX = dQ Wq + dK Wk + dV Wv; accumulates every projection's gradients.
-  /// \throws invalid_argument if dY does not match the last forward.
-  matrix<T> backward(const matrix<T>& dy) {
+  /// forward), then dX = dQ Wq + dK Wk + dV Wv, each chunk of its rows followed in its task by
+  /// epilogue(dX, r0, r1); accumulates every projection's gradients. \throws invalid_argument if
+  /// dY does not match the last forward.
+  template <class Epilogue = detail::no_epilogue>
+  matrix<T> backward(const matrix<T>& dy, Epilogue&& epilogue = {}) {
     semfocus::detail::require(dy.rows() == o_.rows() && dy.cols() == d_,
                               "semfocus::nn::multi_head_attention::backward: dy must be [",
                               o_.rows(), ", ", d_, "], got [", dy.rows(), ", ", dy.cols(), "]");
@@ -140,7 +144,7 @@ class multi_head_attention {
     dw_qkv_.setZero(3 * hd, d_);
     db_qkv_.setZero(1, 3 * hd);
     matrix<T> dx;
-    detail::affine_backward(dqkv_, x_, w_qkv_, dw_qkv_, db_qkv_, &dx, threads_);
+    detail::affine_backward(dqkv_, x_, w_qkv_, dw_qkv_, db_qkv_, &dx, threads_, epilogue);
     linear<T>* projections[] = {&wq, &wk, &wv};
     for (index_t p = 0; p < 3; ++p) {
       projections[p]->weight.grad += dw_qkv_.middleRows(p * hd, hd);

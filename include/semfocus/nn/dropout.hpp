@@ -41,12 +41,30 @@ class dropout {
   /// `gen` is not null and p > 0 (training); otherwise x is unchanged and nothing is drawn
   /// (evaluation). Remembers the key and shape (or that no mask was drawn) for backward. O(size).
   void forward(matrix<T>& x, rng* gen) {
+    if (!draw(gen, x.rows(), x.cols())) return;
+    detail::for_chunks(x.rows(), detail::row_chunk, threads_,
+                       [&](index_t r0, index_t r1) { apply_rows(x, x, r0, r1); });
+  }
+
+  /// \brief forward's first half, for a pass fused into another layer's: draws the key of a mask
+  /// for a [rows, cols] input (when `gen` is not null and p > 0) and remembers it; returns whether
+  /// a mask was drawn. Then apply_rows over all rows of that input is forward. O(1).
+  bool draw(rng* gen, index_t rows, index_t cols) {
     active_ = gen != nullptr && p_ > 0;
+    if (active_) {
+      key_ = gen->bits();
+      rows_ = rows;
+      cols_ = cols;
+    }
+    return active_;
+  }
+
+  /// \brief Rows [r0, r1) of out <- in * m / (1 - p) with the mask of the last draw (in and out
+  /// may be the same matrix; out is left unchanged when no mask was drawn, so pass in == out
+  /// then, or copy). in and out have the drawn shape. O((r1 - r0) cols); checks nothing.
+  void apply_rows(const matrix<T>& in, matrix<T>& out, index_t r0, index_t r1) const noexcept {
     if (!active_) return;
-    key_ = gen->bits();
-    rows_ = x.rows();
-    cols_ = x.cols();
-    apply(x);
+    apply_range(in.data(), out.data(), r0 * cols_, r1 * cols_, key_, keep_below(), scale());
   }
 
   /// \brief Word i of the mask of `key` (see the class comment). O(1).
@@ -59,19 +77,27 @@ class dropout {
   /// forward drew none). O(size). \throws invalid_argument if dy's shape is not the last forward's.
   void backward(matrix<T>& dy) const {
     if (!active_) return;
-    semfocus::detail::require(dy.rows() == rows_ && dy.cols() == cols_,
-                              "semfocus::nn::dropout::backward: dy must be ", rows_, " x ", cols_,
-                              " (the last forward's shape), got ", dy.rows(), " x ", dy.cols());
-    apply(dy);
+    require_drawn_shape(dy);
+    detail::for_chunks(dy.rows(), detail::row_chunk, threads_,
+                       [&](index_t r0, index_t r1) { apply_rows(dy, dy, r0, r1); });
   }
 
   /// \brief The same as a value: dy itself when the last forward drew no mask, else `scratch`
   /// set to dy * m / (1 - p) (no copy in evaluation or for p = 0). \throws as above.
   const matrix<T>& backward(const matrix<T>& dy, matrix<T>& scratch) const {
     if (!active_) return dy;
-    scratch = dy;
-    backward(scratch);
+    require_drawn_shape(dy);
+    scratch.resize(dy.rows(), dy.cols());
+    detail::for_chunks(dy.rows(), detail::row_chunk, threads_,
+                       [&](index_t r0, index_t r1) { apply_rows(dy, scratch, r0, r1); });
     return scratch;
+  }
+
+  /// \brief \throws invalid_argument if a mask was drawn and g does not have its shape.
+  void require_drawn_shape(const matrix<T>& g) const {
+    semfocus::detail::require(!active_ || (g.rows() == rows_ && g.cols() == cols_),
+                              "semfocus::nn::dropout::backward: dy must be ", rows_, " x ", cols_,
+                              " (the last forward's shape), got ", g.rows(), " x ", g.cols());
   }
 
   /// \brief Whether the last forward drew a mask.
@@ -86,20 +112,16 @@ class dropout {
     return h ^ (h >> 16);
   }
 
-  // v <- v * m / (1 - p) with the mask of key_, row_chunk rows at a time.
-  void apply(matrix<T>& v) const {
-    const auto keep_below = static_cast<std::uint32_t>(std::ldexp(1.0 - p_, 32));
-    const T scale = static_cast<T>(1.0 / (1.0 - p_));
-    const index_t cols = v.cols();
-    detail::for_chunks(v.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      apply_range(v.data(), r0 * cols, r1 * cols, key_, keep_below, scale);
-    });
+  std::uint32_t keep_below() const noexcept {
+    return static_cast<std::uint32_t>(std::ldexp(1.0 - p_, 32));
   }
+  T scale() const noexcept { return static_cast<T>(1.0 / (1.0 - p_)); }
 
-  // Elements [i0, i1) of v (by value: no aliasing, so the loop vectorises).
-  static void apply_range(T* v, index_t i0, index_t i1, std::uint64_t key, std::uint32_t keep_below,
-                          T scale) noexcept {
-    for (index_t i = i0; i < i1; ++i) v[i] *= word(key, i) < keep_below ? scale : T(0);
+  // Elements [i0, i1) of out <- in * mask (pointers by value, so the loop vectorises; in may be
+  // out).
+  static void apply_range(const T* in, T* out, index_t i0, index_t i1, std::uint64_t key,
+                          std::uint32_t keep_below, T scale) noexcept {
+    for (index_t i = i0; i < i1; ++i) out[i] = in[i] * (word(key, i) < keep_below ? scale : T(0));
   }
 
   double p_;

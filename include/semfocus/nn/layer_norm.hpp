@@ -76,19 +76,33 @@ class layer_norm {
   /// x has no columns or a does not match x.
   matrix<T> forward_sum(const matrix<T>& x, const matrix<T>& a, matrix<T>& h) {
     constexpr const char* fn = "semfocus::nn::layer_norm::forward_sum";
-    prepare(fn, x);
     detail::require_shape(fn, "a", a, x.rows(), x.cols());
-    h.resize(x.rows(), x.cols());
-    const index_t w = x.cols();
-    detail::for_chunks(x.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r) {
-        T* hr = &h(r, 0);
-        for (index_t c = 0; c < w; ++c) hr[c] = x(r, c) + a(r, c);
-        normalise_row(hr, r);
-      }
-    });
+    prepare_sum(fn, x, h);
+    detail::for_chunks(x.rows(), detail::row_chunk, threads_,
+                       [&](index_t r0, index_t r1) { forward_sum_rows(x, a, h, r0, r1); });
     return y_;
   }
+
+  /// \brief forward_sum in parts, for a pass fused into the one that makes `a` (the epilogue of
+  /// its GEMM): prepare_sum(fn, x, h) checks x as forward_sum (naming `fn`) and sizes h and the
+  /// cache; forward_sum_rows then does rows [r0, r1) (a has x's shape; checks nothing); after
+  /// all rows, output() is forward_sum's result. O(m w) in all.
+  void prepare_sum(const char* fn, const matrix<T>& x, matrix<T>& h) {
+    prepare(fn, x);
+    h.resize(x.rows(), x.cols());
+  }
+  void forward_sum_rows(const matrix<T>& x, const matrix<T>& a, matrix<T>& h, index_t r0,
+                        index_t r1) {
+    const index_t w = x.cols();
+    for (index_t r = r0; r < r1; ++r) {
+      T* hr = &h(r, 0);
+      for (index_t c = 0; c < w; ++c) hr[c] = x(r, c) + a(r, c);
+      normalise_row(hr, r);
+    }
+  }
+
+  /// \brief The last forward's output [m, w]. O(1).
+  const matrix<T>& output() const noexcept { return y_; }
 
   /// \brief dx = rstd (dy - mean(dy) - y mean(dy * y)) per row (rstd = 1/sqrt(var + eps), 0 for a
   /// constant row when eps = 0). O(m w). \throws invalid_argument if dy does not match.
@@ -98,12 +112,33 @@ class layer_norm {
 
   /// \brief skip + backward(dy) in one pass (the gradient of a residual stream that feeds this
   /// LayerNorm), equal to the sum of the two up to that sum's rounding (it may be fused into an
-  /// fma). O(m w). \throws invalid_argument if dy or
-  /// skip does not match the last forward's shape.
+  /// fma). O(m w). \throws invalid_argument if dy or skip does not match the last forward's shape.
   matrix<T> backward_sum(const matrix<T>& dy, const matrix<T>& skip) const {
     constexpr const char* fn = "semfocus::nn::layer_norm::backward_sum";
     detail::require_shape(fn, "skip", skip, y_.rows(), y_.cols());
     return backward_impl(fn, dy, &skip);
+  }
+
+  /// \brief Rows [r0, r1) of backward(dy) (skip null) or backward_sum(dy, *skip) into dx, for a
+  /// pass fused into the one that makes dy; dx may be dy. dy, *skip and dx have the last
+  /// forward's shape (checks nothing). O((r1 - r0) w).
+  void backward_rows(const matrix<T>& dy, const matrix<T>* skip, matrix<T>& dx, index_t r0,
+                     index_t r1) const {
+    const index_t w = dy.cols();
+    const T inv_w = T(1) / static_cast<T>(w);
+    for (index_t r = r0; r < r1; ++r) {
+      const T* g = &dy(r, 0);
+      const T* y = &y_(r, 0);
+      const T mean_dy = detail::lane_sum<T>(w, [g](index_t c) { return g[c]; }) * inv_w;
+      const T mean_dyy = detail::lane_sum<T>(w, [g, y](index_t c) { return g[c] * y[c]; }) * inv_w;
+      const T rstd = rstd_[r];
+      T* out = &dx(r, 0);
+      if (skip == nullptr)
+        for (index_t c = 0; c < w; ++c) out[c] = rstd * ((g[c] - mean_dy) - y[c] * mean_dyy);
+      else
+        for (index_t c = 0; c < w; ++c)
+          out[c] = (*skip)(r, c) + rstd * ((g[c] - mean_dy) - y[c] * mean_dyy);
+    }
   }
 
   /// \brief Threads of forward and backward (n < 1 means 1); the results do not depend on it.
@@ -147,25 +182,9 @@ class layer_norm {
 
   matrix<T> backward_impl(const char* fn, const matrix<T>& dy, const matrix<T>* skip) const {
     detail::require_shape(fn, "dy", dy, y_.rows(), y_.cols());
-    const index_t w = dy.cols();
-    const T inv_w = T(1) / static_cast<T>(w);
-    matrix<T> dx(dy.rows(), w);
-    detail::for_chunks(dy.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r) {
-        const T* g = &dy(r, 0);
-        const T* y = &y_(r, 0);
-        const T mean_dy = detail::lane_sum<T>(w, [g](index_t c) { return g[c]; }) * inv_w;
-        const T mean_dyy =
-            detail::lane_sum<T>(w, [g, y](index_t c) { return g[c] * y[c]; }) * inv_w;
-        const T rstd = rstd_[r];
-        T* out = &dx(r, 0);
-        if (skip == nullptr)
-          for (index_t c = 0; c < w; ++c) out[c] = rstd * ((g[c] - mean_dy) - y[c] * mean_dyy);
-        else
-          for (index_t c = 0; c < w; ++c)
-            out[c] = (*skip)(r, c) + rstd * ((g[c] - mean_dy) - y[c] * mean_dyy);
-      }
-    });
+    matrix<T> dx(dy.rows(), dy.cols());
+    detail::for_chunks(dy.rows(), detail::row_chunk, threads_,
+                       [&](index_t r0, index_t r1) { backward_rows(dy, skip, dx, r0, r1); });
     return dx;
   }
 

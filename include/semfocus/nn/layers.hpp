@@ -43,22 +43,27 @@ class linear {
   index_t out_features() const noexcept { return weight.value.rows(); }
 
   /// \brief y = x W^T + b for x [m, in] -> [m, out]; caches x (moved in when passed an rvalue).
-  /// O(m in out). \throws invalid_argument if x does not have `in` columns.
-  matrix<T> forward(matrix<T> x) {
+  /// Each chunk of rows [r0, r1) of y is followed, in the same task, by epilogue(y, r0, r1)
+  /// (detail::affine_forward: an element-wise or row-local pass fused into the GEMM's, e.g.
+  /// dropout and the activation). O(m in out). \throws invalid_argument if x does not have `in`
+  /// columns.
+  template <class Epilogue = detail::no_epilogue>
+  matrix<T> forward(matrix<T> x, Epilogue&& epilogue = {}) {
     detail::require_shape("semfocus::nn::linear::forward", "x", x, -1, in_features());
     x_ = std::move(x);
     matrix<T> y;
-    detail::affine_forward(x_, weight.value, bias.value, y, threads_);
+    detail::affine_forward(x_, weight.value, bias.value, y, threads_, epilogue);
     return y;
   }
 
   /// \brief Given dy [m, out]: W.grad += dy^T x, b.grad += column sums of dy; returns
-  /// dx = dy W [m, in]. O(m in out). \throws invalid_argument if dy does not match the last
-  /// forward's output.
-  matrix<T> backward(const matrix<T>& dy) {
+  /// dx = dy W [m, in], each chunk of rows followed by epilogue(dx, r0, r1) as in forward.
+  /// O(m in out). \throws invalid_argument if dy does not match the last forward's output.
+  template <class Epilogue = detail::no_epilogue>
+  matrix<T> backward(const matrix<T>& dy, Epilogue&& epilogue = {}) {
     detail::require_shape("semfocus::nn::linear::backward", "dy", dy, x_.rows(), out_features());
     matrix<T> dx;
-    detail::affine_backward(dy, x_, weight.value, weight.grad, bias.grad, &dx, threads_);
+    detail::affine_backward(dy, x_, weight.value, weight.grad, bias.grad, &dx, threads_, epilogue);
     return dx;
   }
 
@@ -155,37 +160,56 @@ class activation_layer {
   /// \brief The activation it applies.
   activation kind() const noexcept { return kind_; }
 
-  /// \brief y = f(x) elementwise; caches x (moved in when passed an rvalue). O(size). relu runs
-  /// as a vectorised select (the same values as activate: x where x > 0, else +0).
+  /// \brief y = f(x) elementwise; caches x (moved in when passed an rvalue). O(size).
   matrix<T> forward(matrix<T> x) {
     x_ = std::move(x);
     matrix<T> y(x_.rows(), x_.cols());
-    detail::for_chunks(x_.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      const auto xc = x_.middleRows(r0, r1 - r0).array();
-      auto yc = y.middleRows(r0, r1 - r0).array();
-      if (kind_ == activation::relu)
-        yc = (xc > T(0)).select(xc, T(0));
-      else
-        yc = xc.unaryExpr([a = kind_](T v) { return activate(a, v); });
-    });
+    detail::for_chunks(x_.rows(), detail::row_chunk, threads_,
+                       [&](index_t r0, index_t r1) { forward_rows(x_, y, r0, r1); });
     return y;
   }
 
+  /// \brief Rows [r0, r1) of y = f(x) (y already x's shape), for a pass fused into another
+  /// layer's (linear::forward's epilogue); relu runs as a vectorised select (the same values as
+  /// activate: x where x > 0, else +0). Pair with keep_input(x). O((r1 - r0) width); checks
+  /// nothing.
+  void forward_rows(const matrix<T>& x, matrix<T>& y, index_t r0, index_t r1) const {
+    const auto xc = x.middleRows(r0, r1 - r0).array();
+    auto yc = y.middleRows(r0, r1 - r0).array();
+    if (kind_ == activation::relu)
+      yc = (xc > T(0)).select(xc, T(0));
+    else
+      yc = xc.unaryExpr([a = kind_](T v) { return activate(a, v); });
+  }
+
+  /// \brief Caches x as the input of the last forward (after forward_rows over all of x). O(1).
+  void keep_input(matrix<T> x) noexcept { x_ = std::move(x); }
+
   /// \brief dx = dy * f'(x) elementwise; O(size). \throws invalid_argument if dy does not match.
   matrix<T> backward(const matrix<T>& dy) const {
-    detail::require_shape("semfocus::nn::activation_layer::backward", "dy", dy, x_.rows(),
-                          x_.cols());
-    matrix<T> dx(dy.rows(), dy.cols());
-    detail::for_chunks(dy.rows(), detail::row_chunk, threads_, [&](index_t r0, index_t r1) {
-      const auto xc = x_.middleRows(r0, r1 - r0).array();
-      const auto dyc = dy.middleRows(r0, r1 - r0).array();
-      auto dxc = dx.middleRows(r0, r1 - r0).array();
-      if (kind_ == activation::relu)  // dy [x > 0], as activate_derivative
-        dxc = (xc > T(0)).select(dyc, T(0));
-      else
-        dxc = dyc * xc.unaryExpr([a = kind_](T v) { return activate_derivative(a, v); });
-    });
+    require_input_shape(dy);
+    matrix<T> dx = dy;
+    detail::for_chunks(dy.rows(), detail::row_chunk, threads_,
+                       [&](index_t r0, index_t r1) { backward_rows(dx, r0, r1); });
     return dx;
+  }
+
+  /// \brief In place on rows [r0, r1) of g: g <- g * f'(x) with x the cached input (relu: g where
+  /// x > 0, else 0, as activate_derivative), for a pass fused into another layer's. Check g's
+  /// shape once with require_input_shape. O((r1 - r0) width).
+  void backward_rows(matrix<T>& g, index_t r0, index_t r1) const {
+    const auto xc = x_.middleRows(r0, r1 - r0).array();
+    auto gc = g.middleRows(r0, r1 - r0).array();
+    if (kind_ == activation::relu)
+      gc = (xc > T(0)).select(gc, T(0));
+    else
+      gc = gc * xc.unaryExpr([a = kind_](T v) { return activate_derivative(a, v); });
+  }
+
+  /// \brief \throws invalid_argument unless g has the cached input's shape.
+  void require_input_shape(const matrix<T>& g) const {
+    detail::require_shape("semfocus::nn::activation_layer::backward", "dy", g, x_.rows(),
+                          x_.cols());
   }
 
   /// \brief Threads of forward and backward (n < 1 means 1); the results do not depend on it.

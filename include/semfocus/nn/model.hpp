@@ -106,18 +106,38 @@ class mlp {
   mlp(index_t d, index_t d_mlp, activation a, const std::string& prefix, double p = 0)
       : fc1(d, d_mlp, prefix + ".fc1"), fc2(d_mlp, d, prefix + ".fc2"), act(a), drop(p) {}
 
-  /// \brief O(m d d_mlp); dropout masks from `gen` (null: no dropout). x is moved into fc1's
-  /// cache when passed an rvalue.
-  matrix<T> forward(matrix<T> x, rng* gen = nullptr) {
-    matrix<T> h = fc1.forward(std::move(x));
-    drop.forward(h, gen);
-    return fc2.forward(act.forward(std::move(h)));
+  /// \brief act(D(fc1(x))) [m, d_mlp], the hidden layer, in one pass over the rows (the dropout
+  /// and the activation run in fc1's epilogue); D's mask from `gen` (null: no dropout). x is
+  /// moved into fc1's cache when passed an rvalue. O(m d d_mlp).
+  matrix<T> hidden(matrix<T> x, rng* gen = nullptr) {
+    drop.draw(gen, x.rows(), fc1.out_features());
+    matrix<T> a(x.rows(), fc1.out_features());
+    matrix<T> h = fc1.forward(std::move(x), [&](matrix<T>& y, index_t r0, index_t r1) {
+      drop.apply_rows(y, y, r0, r1);
+      act.forward_rows(y, a, r0, r1);
+    });
+    act.keep_input(std::move(h));
+    return a;
   }
-  /// \brief dx from dy; accumulates fc1's and fc2's gradients. O(m d d_mlp).
-  matrix<T> backward(const matrix<T>& dy) {
-    matrix<T> dh = act.backward(fc2.backward(dy));
-    drop.backward(dh);
-    return fc1.backward(dh);
+
+  /// \brief fc2(hidden(x, gen)), each chunk of rows of the output followed in its task by
+  /// epilogue(y, r0, r1) (linear::forward). O(m d d_mlp).
+  template <class Epilogue = detail::no_epilogue>
+  matrix<T> forward(matrix<T> x, rng* gen = nullptr, Epilogue&& epilogue = {}) {
+    return fc2.forward(hidden(std::move(x), gen), epilogue);
+  }
+
+  /// \brief dx from dy; accumulates fc1's and fc2's gradients. The activation's and dropout's
+  /// backward run in fc2's epilogue; each chunk of rows of dx is followed in its task by
+  /// epilogue(dx, r0, r1). O(m d d_mlp). \throws invalid_argument if dy does not match the last
+  /// forward's output.
+  template <class Epilogue = detail::no_epilogue>
+  matrix<T> backward(const matrix<T>& dy, Epilogue&& epilogue = {}) {
+    const matrix<T> dh = fc2.backward(dy, [&](matrix<T>& g, index_t r0, index_t r1) {
+      act.backward_rows(g, r0, r1);
+      drop.apply_rows(g, g, r0, r1);
+    });
+    return fc1.backward(dh, epilogue);
   }
   /// \brief Threads of fc1, the activation and fc2 (results do not depend on it).
   void set_threads(int n) noexcept {
@@ -170,23 +190,40 @@ class encoder_block {
   }
 
   /// \brief x [batch n, d] -> y [batch n, d]; caches for backward. Dropout masks from `gen` in
-  /// the order attention output, MLP hidden, MLP output (null: no dropout). \throws as
-  /// multi_head_attention::forward.
+  /// the order attention output, MLP hidden, MLP output (null: no dropout). Six passes over the
+  /// rows: LN_attn, the projections Q K V, the attention, then wo, fc1 and fc2 each with the
+  /// element-wise and row-local steps after it in its epilogue (the same bits as separate
+  /// passes). \throws as multi_head_attention::forward.
   matrix<T> forward(const matrix<T>& x, index_t batch, rng* gen = nullptr) {
-    matrix<T> a = attn.forward(ln_attn.forward(x), batch);
-    drop_attn.forward(a, gen);
-    matrix<T> h;
-    matrix<T> m = mlp.forward(ln_mlp.forward_sum(x, a, h), gen);
-    drop_mlp.forward(m, gen);
-    return detail::sum(h, m, threads_);
+    drop_attn.draw(gen, x.rows(), x.cols());
+    matrix<T> h;  // x + D(MHA(LN_attn(x)))
+    ln_mlp.prepare_sum("semfocus::nn::encoder_block::forward", x, h);
+    attn.forward(ln_attn.forward(x), batch, [&](matrix<T>& a, index_t r0, index_t r1) {
+      drop_attn.apply_rows(a, a, r0, r1);
+      ln_mlp.forward_sum_rows(x, a, h, r0, r1);
+    });
+    matrix<T> hidden = mlp.hidden(ln_mlp.output(), gen);
+    drop_mlp.draw(gen, x.rows(), x.cols());
+    return mlp.fc2.forward(std::move(hidden), [&](matrix<T>& m, index_t r0, index_t r1) {
+      drop_mlp.apply_rows(m, m, r0, r1);
+      m.middleRows(r0, r1 - r0) = h.middleRows(r0, r1 - r0) + m.middleRows(r0, r1 - r0);
+    });
   }
   /// \brief dx from dy (chain rule through both residual branches):
   /// dh = dy + LN_mlp'(MLP'(D'(dy))), dx = dh + LN_attn'(MHA'(D'(dh))); accumulates the
-  /// gradients.
+  /// gradients. The LayerNorms' backward and D'(dh) run in the epilogues of fc1's and of the
+  /// projections' dx GEMMs. \throws invalid_argument if dy does not match the last forward.
   matrix<T> backward(const matrix<T>& dy) {
-    matrix<T> scratch;
-    const matrix<T> dh = ln_mlp.backward_sum(mlp.backward(drop_mlp.backward(dy, scratch)), dy);
-    return ln_attn.backward_sum(attn.backward(drop_attn.backward(dh, scratch)), dh);
+    matrix<T> scratch, dh(dy.rows(), dy.cols()), dh_dropped;
+    const bool dropping = drop_attn.active();
+    if (dropping) dh_dropped.resize(dy.rows(), dy.cols());
+    mlp.backward(drop_mlp.backward(dy, scratch), [&](matrix<T>& g, index_t r0, index_t r1) {
+      ln_mlp.backward_rows(g, &dy, dh, r0, r1);
+      drop_attn.apply_rows(dh, dh_dropped, r0, r1);
+    });
+    return attn.backward(dropping ? dh_dropped : dh, [&](matrix<T>& g, index_t r0, index_t r1) {
+      ln_attn.backward_rows(g, &dh, g, r0, r1);
+    });
   }
   /// \brief Appends the attention's then the MLP's parameters.
   void append_parameters(parameter_list<T>& list) {
@@ -200,7 +237,7 @@ class encoder_block {
   }
 
  private:
-  int threads_;  // of the layers, the dropouts and the residual sums
+  int threads_;  // of the layers and the dropouts
 };
 
 /// \brief The paper's encoder classifier (see the file comment) with attention `Policy` on

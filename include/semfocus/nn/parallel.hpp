@@ -59,16 +59,6 @@ void for_chunks(index_t size, index_t chunk, int threads, F&& fn) {
   backend::simd::thread_pool::instance().run(n, threads, body);
 }
 
-/// \brief a + b (same shapes), row_chunk rows at a time. O(size).
-template <class T>
-matrix<T> sum(const matrix<T>& a, const matrix<T>& b, int threads) {
-  matrix<T> y(a.rows(), a.cols());
-  for_chunks(a.rows(), row_chunk, threads, [&](index_t r0, index_t r1) {
-    y.middleRows(r0, r1 - r0) = a.middleRows(r0, r1 - r0) + b.middleRows(r0, r1 - r0);
-  });
-  return y;
-}
-
 #if defined(SEMFOCUS_HAS_XSIMD)
 /// The SIMD backend's GEMM kernels (one fma chain per output entry, so a chunk's bits do not
 /// depend on how the other chunks run).
@@ -92,12 +82,20 @@ tensor_view<const T> rows_view(const matrix<T>& m) noexcept {
 }
 #endif
 
+/// The epilogue that does nothing (affine_forward, affine_backward).
+struct no_epilogue {
+  template <class T>
+  void operator()(matrix<T>&, index_t, index_t) const noexcept {}
+};
+
 /// \brief y = x W^T + b for x [m, in], W [out, in], b [1, out]: y resized to [m, out], computed
 /// row_chunk rows at a time: with xsimd and out a multiple of the vector width, by the SIMD
-/// backend's GEMM kernel on W^T packed once; otherwise by Eigen. O(m in out).
-template <class T>
+/// backend's GEMM kernel on W^T packed once; otherwise by Eigen. Then, in the same task (the
+/// chunk still in cache, no further pass over the pool), epilogue(y, r0, r1), which may read
+/// and write rows [r0, r1) of y and of other row-aligned matrices only. O(m in out).
+template <class T, class Epilogue = no_epilogue>
 void affine_forward(const matrix<T>& x, const matrix<T>& w, const matrix<T>& b, matrix<T>& y,
-                    int threads) {
+                    int threads, Epilogue&& epilogue = {}) {
   const index_t out = w.rows();
   y.resize(x.rows(), out);
 #if defined(SEMFOCUS_HAS_XSIMD)
@@ -110,6 +108,7 @@ void affine_forward(const matrix<T>& x, const matrix<T>& w, const matrix<T>& b, 
       k::template gemm<false>(r1 - r0, out, in, x.data() + r0 * in, in, 1, packed, in * k::nr,
                               y.data() + r0 * out, out);
       y.middleRows(r0, r1 - r0).rowwise() += b.row(0);
+      epilogue(y, r0, r1);
     });
     return;
   }
@@ -118,17 +117,19 @@ void affine_forward(const matrix<T>& x, const matrix<T>& w, const matrix<T>& b, 
     auto yc = y.middleRows(r0, r1 - r0);
     yc.noalias() = x.middleRows(r0, r1 - r0) * w.transpose();
     yc.rowwise() += b.row(0);
+    epilogue(y, r0, r1);
   });
 }
 
 /// \brief The gradients of y = x W^T + b given dy [m, out]: dW += dy^T x (col_chunk columns of
 /// dW at a time, each entry summed over the m rows in order), db += the column sums of dy, and,
-/// when dx is not null, dx = dy W [m, in] (row_chunk rows at a time). With xsimd and in a
-/// multiple of the vector width, the GEMMs run on the SIMD backend's kernel (x and W packed);
-/// otherwise on Eigen. O(m in out).
-template <class T>
+/// when dx is not null, dx = dy W [m, in] (row_chunk rows at a time), each chunk followed in its
+/// task by epilogue(*dx, r0, r1) (as in affine_forward). With xsimd and in a multiple of the
+/// vector width, the GEMMs run on the SIMD backend's kernel (x and W packed); otherwise on
+/// Eigen. O(m in out).
+template <class T, class Epilogue = no_epilogue>
 void affine_backward(const matrix<T>& dy, const matrix<T>& x, const matrix<T>& w, matrix<T>& dw,
-                     matrix<T>& db, matrix<T>* dx, int threads) {
+                     matrix<T>& db, matrix<T>* dx, int threads, Epilogue&& epilogue = {}) {
   const index_t m = x.rows(), in = x.cols();
   db += dy.colwise().sum();
   if (dx != nullptr) dx->resize(m, in);
@@ -152,6 +153,7 @@ void affine_backward(const matrix<T>& dy, const matrix<T>& x, const matrix<T>& w
     for_chunks(m, row_chunk, threads, [&](index_t r0, index_t r1) {
       k::template gemm<false>(r1 - r0, in, out, dy.data() + r0 * out, out, 1, wp, out * k::nr,
                               dx->data() + r0 * in, in);
+      epilogue(*dx, r0, r1);
     });
     return;
   }
@@ -162,6 +164,7 @@ void affine_backward(const matrix<T>& dy, const matrix<T>& x, const matrix<T>& w
   if (dx == nullptr) return;
   for_chunks(m, row_chunk, threads, [&](index_t r0, index_t r1) {
     dx->middleRows(r0, r1 - r0).noalias() = dy.middleRows(r0, r1 - r0) * w;
+    epilogue(*dx, r0, r1);
   });
 }
 
