@@ -315,8 +315,17 @@ run_summary train_one(const options& o, const Policy& policy, const parsed_polic
   nn::rng order_gen(seed ^ 0x5eedba7c4ull);  // the batch order, apart from the init stream
   for (index_t e = 1; e <= st.epoch; ++e) shuffle(order, order_gen);  // replayed on a resume
 
+  // Evaluation runs its passes in parallel on one-thread replicas of the model (the same bits).
+  std::vector<nn::encoder_classifier<Policy, Exec, T>> replicas;
+  if constexpr (requires { exec.with_threads(1); }) {
+    const int threads = nn::threads_of(exec);
+    replicas.reserve(std::size_t(threads > 1 ? threads : 0));
+    for (int r = 0; r < threads && threads > 1; ++r)
+      replicas.emplace_back(c, policy, exec.with_threads(1));
+  }
   const auto evaluate = [&](const std::vector<semfocus::tasks::example>& split) {
-    return runner::evaluate(model, split, {}, layout);
+    return runner::evaluate(model, split, {}, layout, 250, 1024,
+                            std::span<nn::encoder_classifier<Policy, Exec, T>>(replicas));
   };
   const auto stop_due = [&] {
     return o.stop_after >= 0 && st.convergence >= 0 && st.epoch >= st.convergence + o.stop_after;

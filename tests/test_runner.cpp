@@ -417,6 +417,22 @@ TEST_CASE(
     const auto again = evaluate(model, data.train, {}, layout, 250, 1000);
     CHECK(again.first == all.first);  // the same bits for the same sizes
     CHECK(again.second == all.second);
+#if defined(SEMFOCUS_HAS_XSIMD)
+    // On one-thread replicas in parallel (parameters copied in): the same bits. The replicas
+    // start from another seed, so a missed copy would show.
+    {
+      nn::model_config rc = c;
+      rc.seed = 99;
+      std::vector<decltype(model)> replicas;
+      for (int r = 0; r < 3; ++r)
+        replicas.emplace_back(rc, semfocus::dense{}, exec.with_threads(1));
+      const auto parallel =
+          evaluate(model, data.train, {}, layout, 250, 1000, std::span<decltype(model)>(replicas));
+      CHECK(parallel.first == all.first);
+      CHECK(parallel.second == all.second);
+      CHECK_FALSE(replicas[0].training());
+    }
+#endif
     // A sequence a pass, and 3 a pass in groups of 7: the same up to float rounding (a product's
     // kernel, and so its summation order, may depend on its row count).
     for (const auto& sizes : {std::pair{250, 1}, std::pair{7, 3 * 12}}) {

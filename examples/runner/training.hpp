@@ -104,42 +104,85 @@ inline batch_data make_batch(std::span<const semfocus::tasks::example> split,
 /// logits and summed in index order. Every layer works on each sequence alone, so other sizes give
 /// the same result up to float rounding (a product's kernel may depend on its row count); the
 /// same sizes give the same bits. O(forward of the split).
+///
+/// With `replicas` (models of model's configuration and policy, each running one thread and able
+/// to run beside the others: no executor workspace shared between them), the
+/// passes run in parallel instead, one replica per thread of the SIMD backend's pool (up to
+/// replicas.size() threads; pass p on whichever replica its thread owns), after model's
+/// parameters are copied into every replica: the same bits as without, since a pass's result
+/// depends only on its sequences and the parameters. The passes are independent, so this scales
+/// with the threads, where a pass of 25 sequences split over the threads layer by layer (the
+/// model's own threads) waits at every layer.
 template <class Model>
 std::pair<double, double> evaluate(Model& model, std::span<const semfocus::tasks::example> split,
                                    std::span<const index_t> indices, const input_layout& layout,
-                                   index_t chunk = 250, index_t rows = 1024) {
+                                   index_t chunk = 250, index_t rows = 1024,
+                                   std::span<Model> replicas = {}) {
   struct restore_mode {
     Model& m;
     bool was;
     ~restore_mode() { m.set_training(was); }
   } restore{model, model.training()};
   model.set_training(false);
+  if (!replicas.empty()) {
+    const auto from = model.parameters();
+    for (Model& r : replicas) {
+      r.set_training(false);
+      const auto to = r.parameters();
+      for (std::size_t i = 0; i < from.size(); ++i) to[i]->value = from[i]->value;
+    }
+  }
   std::vector<index_t> all;
   if (indices.empty()) {
     all.resize(split.size());
     std::iota(all.begin(), all.end(), index_t(0));
     indices = all;
   }
-  double loss = 0;
-  index_t correct = 0;
+  // The passes: sequences [s0, s0 + m) of batch b, the first of them at `first` in indices.
+  struct pass {
+    std::size_t b;
+    index_t s0, m, first;
+  };
+  std::vector<batch_data> batches;
+  std::vector<pass> passes;
   for (std::size_t first = 0; first < indices.size(); first += std::size_t(chunk)) {
     const std::size_t count = std::min(indices.size() - first, std::size_t(chunk));
-    const batch_data b = make_batch(split, indices.subspan(first, count), layout);
+    batches.push_back(make_batch(split, indices.subspan(first, count), layout));
+    const batch_data& b = batches.back();
     const index_t per_pass = std::max<index_t>(rows / b.n, 1);
-    for (index_t s0 = 0; s0 < b.batch; s0 += per_pass) {
-      const index_t m = std::min(per_pass, b.batch - s0);
-      const auto z = model.forward(
-          std::span<const int>(b.tokens).subspan(std::size_t(s0 * b.n), std::size_t(m * b.n)), m,
-          b.n);
-      for (index_t r = 0; r < m; ++r) {
-        const auto zr = z.row(r).template cast<double>();
-        index_t arg = 0;
-        const double top = zr.maxCoeff(&arg);
-        const int label = b.labels[std::size_t(s0 + r)];
-        loss += top + std::log((zr.array() - top).exp().sum()) - zr(label);
-        correct += arg == label;
-      }
+    for (index_t s0 = 0; s0 < b.batch; s0 += per_pass)
+      passes.push_back(
+          {batches.size() - 1, s0, std::min(per_pass, b.batch - s0), index_t(first) + s0});
+  }
+  std::vector<double> losses(indices.size());
+  std::vector<char> hits(indices.size());
+  const auto run_pass = [&](Model& m, const pass& p) {
+    const batch_data& b = batches[p.b];
+    const auto z = m.forward(
+        std::span<const int>(b.tokens).subspan(std::size_t(p.s0 * b.n), std::size_t(p.m * b.n)),
+        p.m, b.n);
+    for (index_t r = 0; r < p.m; ++r) {
+      const auto zr = z.row(r).template cast<double>();
+      index_t arg = 0;
+      const double top = zr.maxCoeff(&arg);
+      const int label = b.labels[std::size_t(p.s0 + r)];
+      losses[std::size_t(p.first + r)] = top + std::log((zr.array() - top).exp().sum()) - zr(label);
+      hits[std::size_t(p.first + r)] = arg == label;
     }
+  };
+  if (replicas.empty()) {
+    for (const pass& p : passes) run_pass(model, p);
+  } else {
+    backend::simd::thread_pool::instance().run(
+        index_t(passes.size()), int(replicas.size()), [&](index_t t, int slot) {
+          run_pass(replicas[std::size_t(slot)], passes[std::size_t(t)]);
+        });
+  }
+  double loss = 0;
+  index_t correct = 0;
+  for (std::size_t i = 0; i < losses.size(); ++i) {
+    loss += losses[i];
+    correct += hits[i];
   }
   const auto n = double(indices.size());
   return {loss / n, double(correct) / n};
