@@ -62,6 +62,12 @@ policy on one task, for each seed, and writes one CSV per run plus a summary row
   --length N         sequence length (default: the task's, 40; ListOps 500-600)
   --threads N        threads of the attention backend and the layers (default 1; 0 = all
                      hardware threads); the results are the same for every N
+  --groups G         data-parallel steps: each batch split into G groups of sequences, each run
+                     forward and backward on its own one-thread replica of the model, the
+                     gradients summed in group order (runner::grouped_loss_and_backward); G
+                     groups run on min(G, --threads) threads at once, with no wait between
+                     layers. Default 1 (the whole batch on one model, its layers split over the
+                     threads). G fixes the bits (the gradient sums' order), --threads does not
   --dropout P        dropout probability in [0, 1) (default 0; the authors' runs use 0.01):
                      inverted dropout on the embedding and on every attention output, MLP hidden
                      layer (before the activation) and MLP output, masks drawn from the seed, off
@@ -99,7 +105,7 @@ struct options {
   std::string task = "parity", policy = "full", activation = "relu", optimizer = "sgd";
   std::string out = "train_out";
   index_t blocks = 5, d = 64, heads = 1, d_mlp = 64, epochs = 100, batch = 25, train = 5000,
-          test = 2000, length = 0, threads = 1, stop_after = -1, checkpoint_every = 0;
+          test = 2000, length = 0, threads = 1, stop_after = -1, checkpoint_every = 0, groups = 1;
   double lr = 0.1, decay = 0.9995, clip = 0.5, dropout = 0;
   std::vector<std::uint64_t> seeds{1};
   bool quiet = false, save = false, pad_to_mask = false, resume = false;
@@ -137,7 +143,8 @@ options parse(int argc, char** argv) {
       {"epochs", {&o.epochs, 1}},         {"batch", {&o.batch, 1}},
       {"train", {&o.train, 1}},           {"test", {&o.test, 1}},
       {"length", {&o.length, 1}},         {"threads", {&o.threads, 0}},
-      {"stop-after", {&o.stop_after, 0}}, {"checkpoint-every", {&o.checkpoint_every, 1}}};
+      {"stop-after", {&o.stop_after, 0}}, {"checkpoint-every", {&o.checkpoint_every, 1}},
+      {"groups", {&o.groups, 1}}};
   for (int a = 1; a < argc; ++a) {
     const std::string arg = argv[a];
     if (arg == "--help" || arg == "-h") {
@@ -234,6 +241,7 @@ std::string fingerprint(const options& o, std::uint64_t seed) {
     << " train=" << o.train << " test=" << o.test << " length=" << o.length
     << " numerics=" << semfocus::nn::numerics_version << " dropout=" << hex_real(o.dropout)
     << " pad_to_mask=" << o.pad_to_mask << " backend=" << backend;
+  if (o.groups > 1) f << " groups=" << o.groups;  // absent for 1: older states still resume
   return f.str();
 }
 
@@ -315,17 +323,24 @@ run_summary train_one(const options& o, const Policy& policy, const parsed_polic
   nn::rng order_gen(seed ^ 0x5eedba7c4ull);  // the batch order, apart from the init stream
   for (index_t e = 1; e <= st.epoch; ++e) shuffle(order, order_gen);  // replayed on a resume
 
-  // Evaluation runs its passes in parallel on one-thread replicas of the model (the same bits).
-  std::vector<nn::encoder_classifier<Policy, Exec, T>> replicas;
-  if constexpr (requires { exec.with_threads(1); }) {
-    const int threads = nn::threads_of(exec);
-    replicas.reserve(std::size_t(threads > 1 ? threads : 0));
-    for (int r = 0; r < threads && threads > 1; ++r)
-      replicas.emplace_back(c, policy, exec.with_threads(1));
-  }
+  // One-thread replicas of the model: evaluation runs its passes on `replicas` in parallel (the
+  // same bits), and --groups G > 1 runs a step's groups on `groups`.
+  using model_type = nn::encoder_classifier<Policy, Exec, T>;
+  const int threads = nn::threads_of(exec);
+  std::vector<model_type> replicas, groups;
+  const auto make_replicas = [&](std::vector<model_type>& v, index_t count) {
+    v.reserve(std::size_t(count));
+    for (index_t r = 0; r < count; ++r) {
+      if constexpr (requires { exec.with_threads(1); })
+        v.emplace_back(c, policy, exec.with_threads(1));
+      else
+        v.emplace_back(c, policy, exec);
+    }
+  };
+  if (threads > 1) make_replicas(replicas, threads);
+  if (o.groups > 1) make_replicas(groups, o.groups);
   const auto evaluate = [&](const std::vector<semfocus::tasks::example>& split) {
-    return runner::evaluate(model, split, {}, layout, 250, 1024,
-                            std::span<nn::encoder_classifier<Policy, Exec, T>>(replicas));
+    return runner::evaluate(model, split, {}, layout, 250, 1024, std::span<model_type>(replicas));
   };
   const auto stop_due = [&] {
     return o.stop_after >= 0 && st.convergence >= 0 && st.epoch >= st.convergence + o.stop_after;
@@ -342,7 +357,10 @@ run_summary train_one(const options& o, const Policy& policy, const parsed_polic
       const std::size_t count = std::min(order.size() - first, std::size_t(o.batch));
       const runner::batch_data b =
           runner::make_batch(data.train, {order.data() + first, count}, layout);
-      model.loss_and_backward(b.tokens, b.batch, b.n, b.labels);
+      if (groups.empty())
+        model.loss_and_backward(b.tokens, b.batch, b.n, b.labels);
+      else
+        runner::grouped_loss_and_backward(model, std::span<model_type>(groups), b, threads);
       if (o.clip > 0) nn::clip_grad_norm(params, o.clip);
       std::visit([&](auto& opt_) { opt_.step(params); }, opt);
       ++steps;

@@ -188,4 +188,53 @@ std::pair<double, double> evaluate(Model& model, std::span<const semfocus::tasks
   return {loss / n, double(correct) / n};
 }
 
+/// \brief One training step's loss and gradients of `model` on batch b, data-parallel: the batch's
+/// sequences are split into G = replicas.size() groups of consecutive sequences (group g starts
+/// at ceil(g B / G)), and each group runs forward and backward on its own replica (a model of
+/// model's configuration and policy, one thread, able to run beside the others) with model's
+/// parameters, mode and dropout generator copied in, its masks offset to its first sequence
+/// (encoder_classifier::set_mask_offset) and its loss a share of the mean over B
+/// (loss_and_backward's mean_over). The groups run on up to `threads` threads of the SIMD
+/// backend's pool; then model's gradients are the replicas' summed in group order, its generator
+/// is advanced as the replicas' were, and the loss (the groups' shares summed in order) is
+/// returned. Every group's activations are the rows of the whole batch's, so this differs from
+/// model.loss_and_backward(b) only in the order of the parameter gradients' sums over the
+/// batch's rows; it gives the same bits for every thread count (a fixed G fixes them).
+/// O(forward and backward of the batch + G parameter copies). \throws as loss_and_backward.
+template <class Model>
+double grouped_loss_and_backward(Model& model, std::span<Model> replicas, const batch_data& b,
+                                 int threads) {
+  const auto groups = index_t(replicas.size());
+  const auto first = [&](index_t g) { return (g * b.batch + groups - 1) / groups; };
+  std::vector<double> losses(replicas.size(), 0.0);
+  const auto from = model.parameters();
+  backend::simd::thread_pool::instance().run(groups, threads, [&](index_t g, int) {
+    Model& r = replicas[std::size_t(g)];
+    const auto to = r.parameters();
+    for (std::size_t i = 0; i < from.size(); ++i) to[i]->value = from[i]->value;
+    const index_t s0 = first(g), count = first(g + 1) - s0;
+    if (count == 0) {
+      semfocus::nn::zero_grad(to);
+      return;
+    }
+    r.set_training(model.training());
+    r.dropout_generator() = model.dropout_generator();
+    r.set_mask_offset(s0);
+    losses[std::size_t(g)] = double(r.loss_and_backward(
+        std::span<const int>(b.tokens).subspan(std::size_t(s0 * b.n), std::size_t(count * b.n)),
+        count, b.n, std::span<const int>(b.labels).subspan(std::size_t(s0), std::size_t(count)),
+        b.batch));
+  });
+  std::vector<semfocus::nn::parameter_list<typename Model::scalar>> parts;
+  for (Model& r : replicas) parts.push_back(r.parameters());
+  for (std::size_t i = 0; i < from.size(); ++i) {
+    from[i]->grad = parts[0][i]->grad;
+    for (std::size_t g = 1; g < parts.size(); ++g) from[i]->grad += parts[g][i]->grad;
+  }
+  model.dropout_generator() = replicas[0].dropout_generator();  // group 0 is never empty
+  double loss = 0;
+  for (const double l : losses) loss += l;
+  return loss;
+}
+
 }  // namespace semfocus::runner

@@ -21,7 +21,10 @@ namespace semfocus::nn {
 /// word(key, i) = fmix32(k_hi ^ fmix32(k_lo + i mod 2^32)) with k_lo, k_hi the key's low and high
 /// halves and fmix32 MurmurHash3's finaliser (a bijection of 32-bit words with full avalanche).
 /// So P(keep) = 1 - p to within 2^-32, one seeded generator gives the same mask on every platform,
-/// and a matrix of more than 2^32 elements repeats its mask with period 2^32.
+/// and a matrix of more than 2^32 elements repeats its mask with period 2^32. With a row offset
+/// o (set_row_offset), element (r, c) of a [rows, cols] input takes word (r + o) cols + c: the
+/// rows of a larger input that starts o rows earlier (a batch split into groups of sequences,
+/// each group given the whole batch's mask by drawing the same key).
 template <class T>
 class dropout {
  public:
@@ -64,7 +67,16 @@ class dropout {
   /// then, or copy). in and out have the drawn shape. O((r1 - r0) cols); checks nothing.
   void apply_rows(const matrix<T>& in, matrix<T>& out, index_t r0, index_t r1) const noexcept {
     if (!active_) return;
-    apply_range(in.data(), out.data(), r0 * cols_, r1 * cols_, key_, keep_below(), scale());
+    apply_range(in.data(), out.data(), r0 * cols_, r1 * cols_, row_offset_ * cols_, key_,
+                keep_below(), scale());
+  }
+
+  /// \brief The rows o >= 0 of the larger input this one continues (see the class comment; 0 by
+  /// default); applies to the masks of later calls. \throws invalid_argument if o < 0.
+  void set_row_offset(index_t o) {
+    semfocus::detail::require(o >= 0, "semfocus::nn::dropout::set_row_offset: o must be >= 0, got ",
+                              o);
+    row_offset_ = o;
   }
 
   /// \brief Word i of the mask of `key` (see the class comment). O(1).
@@ -117,11 +129,12 @@ class dropout {
   }
   T scale() const noexcept { return static_cast<T>(1.0 / (1.0 - p_)); }
 
-  // Elements [i0, i1) of out <- in * mask (pointers by value, so the loop vectorises; in may be
-  // out).
-  static void apply_range(const T* in, T* out, index_t i0, index_t i1, std::uint64_t key,
-                          std::uint32_t keep_below, T scale) noexcept {
-    for (index_t i = i0; i < i1; ++i) out[i] = in[i] * (word(key, i) < keep_below ? scale : T(0));
+  // Elements [i0, i1) of out <- in * mask, element i taking word i + shift (pointers by value,
+  // so the loop vectorises; in may be out).
+  static void apply_range(const T* in, T* out, index_t i0, index_t i1, index_t shift,
+                          std::uint64_t key, std::uint32_t keep_below, T scale) noexcept {
+    for (index_t i = i0; i < i1; ++i)
+      out[i] = in[i] * (word(key, i + shift) < keep_below ? scale : T(0));
   }
 
   double p_;
@@ -129,6 +142,7 @@ class dropout {
   bool active_ = false;
   std::uint64_t key_ = 0;  // of the last active forward
   index_t rows_ = 0, cols_ = 0;
+  index_t row_offset_ = 0;
 };
 
 }  // namespace semfocus::nn

@@ -337,14 +337,21 @@ struct loss_result {
 /// \brief Cross-entropy of logits [batch, classes] against labels in [0, classes), averaged over
 /// the batch: L = (1/B) sum_b (logsumexp(z_b) - z_b[y_b]), with the log-sum-exp shifted by the row
 /// maximum; dL/dz_b = (softmax(z_b) - onehot(y_b)) / B. The row reductions run in double.
-/// O(batch classes). \throws invalid_argument if labels.size() != batch or a label is out of range.
+/// With mean_over = M > 0, B is M instead: these rows' share of the mean over M sequences (a part
+/// of a batch split into groups; the parts' losses and gradients then add up to the batch's).
+/// O(batch classes). \throws invalid_argument if labels.size() != batch, a label is out of range
+/// or 0 < mean_over < batch.
 template <class T>
-loss_result<T> cross_entropy(const matrix<T>& logits, std::span<const int> labels) {
+loss_result<T> cross_entropy(const matrix<T>& logits, std::span<const int> labels,
+                             index_t mean_over = 0) {
   constexpr const char* fn = "semfocus::nn::cross_entropy";
   const index_t batch = logits.rows(), classes = logits.cols();
   semfocus::detail::require(
       batch >= 1 && classes >= 1 && static_cast<index_t>(labels.size()) == batch, fn,
       ": need one label per logits row (", batch, "), got ", labels.size());
+  semfocus::detail::require(mean_over == 0 || mean_over >= batch, fn,
+                            ": mean_over must be 0 or >= ", batch, " (the rows), got ", mean_over);
+  const double divisor = static_cast<double>(mean_over > 0 ? mean_over : batch);
   loss_result<T> r{T(0), matrix<T>(batch, classes)};
   double total = 0;
   for (index_t b = 0; b < batch; ++b) {
@@ -358,10 +365,10 @@ loss_result<T> cross_entropy(const matrix<T>& logits, std::span<const int> label
     total += lse - static_cast<double>(logits(b, y));
     for (index_t c = 0; c < classes; ++c) {
       const double p = std::exp(static_cast<double>(logits(b, c)) - lse);
-      r.dlogits(b, c) = static_cast<T>((p - (c == y ? 1.0 : 0.0)) / static_cast<double>(batch));
+      r.dlogits(b, c) = static_cast<T>((p - (c == y ? 1.0 : 0.0)) / divisor);
     }
   }
-  r.loss = static_cast<T>(total / static_cast<double>(batch));
+  r.loss = static_cast<T>(total / divisor);
   return r;
 }
 

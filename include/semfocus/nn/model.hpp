@@ -225,6 +225,13 @@ class encoder_block {
       ln_attn.backward_rows(g, &dh, g, r0, r1);
     });
   }
+  /// \brief The row offset of all three dropouts' masks (dropout::set_row_offset). \throws
+  /// invalid_argument if rows < 0.
+  void set_dropout_row_offset(index_t rows) {
+    drop_attn.set_row_offset(rows);
+    mlp.drop.set_row_offset(rows);
+    drop_mlp.set_row_offset(rows);
+  }
   /// \brief Appends the attention's then the MLP's parameters.
   void append_parameters(parameter_list<T>& list) {
     attn.append_parameters(list);
@@ -256,6 +263,7 @@ template <class Policy, class Exec = exec::reference_t, class T = float>
 class encoder_classifier {
  public:
   using block_type = encoder_block<Policy, Exec, T>;
+  using scalar = T;  ///< the parameters' and activations' type
 
   embedding<T> embed;
   std::vector<block_type> blocks;
@@ -289,6 +297,18 @@ class encoder_classifier {
   /// \brief The generator of the dropout masks (its state() continues a checkpointed run).
   rng& dropout_generator() noexcept { return dropout_gen_; }
 
+  /// \brief Makes later forward passes take their dropout masks as sequences [s, s + batch) of a
+  /// larger batch (0 by default): a batch split into groups, each group's forward given the same
+  /// generator state and its first sequence's index s, gets the whole batch's masks, so each
+  /// group's activations are the rows of the whole batch's. \throws invalid_argument if s < 0.
+  void set_mask_offset(index_t s) {
+    semfocus::detail::require(s >= 0,
+                              "semfocus::nn::encoder_classifier::set_mask_offset: s must "
+                              "be >= 0, got ",
+                              s);
+    mask_offset_ = s;
+  }
+
   /// \brief Re-initialises every parameter from `seed` (see the class comment).
   void reset_parameters(std::uint64_t seed) {
     rng gen(seed);
@@ -313,6 +333,10 @@ class encoder_classifier {
   matrix<T> forward(std::span<const int> tokens, index_t batch, index_t n) {
     rng* gen = training_ && config_.dropout > 0 ? &dropout_gen_ : nullptr;
     matrix<T> x = embed.forward(tokens, batch, n);
+    if (gen != nullptr) {
+      drop_embed.set_row_offset(mask_offset_ * n);
+      for (block_type& b : blocks) b.set_dropout_row_offset(mask_offset_ * n);
+    }
     drop_embed.forward(x, gen);
     for (block_type& b : blocks) x = b.forward(x, batch, gen);
     return classifier.forward(pool.forward(x, batch));
@@ -334,11 +358,13 @@ class encoder_classifier {
   }
 
   /// \brief Mean cross-entropy of the batch; sets every parameter's grad to its gradient
-  /// (zeroed first, so grads are not accumulated across calls). \throws as forward, or if
-  /// labels.size() != batch or a label is outside [0, classes).
+  /// (zeroed first, so grads are not accumulated across calls). With mean_over = M > 0 the mean
+  /// is over M sequences of which these are a part (cross_entropy): the share of a group of a
+  /// larger batch. \throws as forward, or if labels.size() != batch, a label is outside
+  /// [0, classes) or 0 < mean_over < batch.
   T loss_and_backward(std::span<const int> tokens, index_t batch, index_t n,
-                      std::span<const int> labels) {
-    const loss_result<T> r = cross_entropy<T>(forward(tokens, batch, n), labels);
+                      std::span<const int> labels, index_t mean_over = 0) {
+    const loss_result<T> r = cross_entropy<T>(forward(tokens, batch, n), labels, mean_over);
     zero_grad(parameters());
     backward(r.dlogits);
     return r.loss;
@@ -405,6 +431,7 @@ class encoder_classifier {
   model_config config_;
   rng dropout_gen_;
   bool training_ = true;
+  index_t mask_offset_ = 0;  // set_mask_offset
 };
 
 }  // namespace semfocus::nn
