@@ -88,6 +88,24 @@ TEST_CASE("dropout: mask statistics, scaling, determinism, evaluation and backwa
   CHECK_THROWS_AS(nn::dropout<double>(-0.1), semfocus::invalid_argument);
 }
 
+TEST_CASE("dropout: a row offset gives the rows of a larger input's mask") {
+  const md big = filled(50, 7, 2);
+  md whole = big;
+  nn::rng gen_whole(5), gen_part(5);
+  nn::dropout<double> a(0.4), b(0.4);
+  a.forward(whole, &gen_whole);
+  b.set_row_offset(13);
+  md part = big.middleRows(13, 20);
+  b.forward(part, &gen_part);
+  CHECK(part == whole.middleRows(13, 20));
+  CHECK(part != big.middleRows(13, 20));  // something was dropped
+  md dy = md::Ones(20, 7);
+  b.backward(dy);  // backward uses the same offset
+  for (index_t i = 0; i < dy.size(); ++i) CHECK((dy.data()[i] == 0) == (part.data()[i] == 0));
+  CHECK_THROWS_WITH_AS(b.set_row_offset(-1), doctest::Contains("o must be >= 0, got -1"),
+                       semfocus::invalid_argument);
+}
+
 TEST_CASE("dropout: rng state round-trips") {
   nn::rng a(3);
   a.bits();

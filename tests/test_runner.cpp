@@ -461,3 +461,80 @@ TEST_CASE(
     CHECK(all.second == double(correct) / double(b.batch));
   }
 }
+
+#if defined(SEMFOCUS_HAS_XSIMD)
+TEST_CASE(
+    "runner: grouped steps give the whole batch's activations, its gradient up to rounding, "
+    "and the same bits on every thread count") {
+  namespace nn = semfocus::nn;
+  const semfocus::tasks::dataset data = semfocus::tasks::make_task("parity", {5, 40, 1, 10});
+  const auto layout = make_layout(data, 0, 0);
+  nn::model_config c;
+  c.vocab = layout.vocab;
+  c.classes = data.num_classes;
+  c.blocks = 2;
+  c.d = 16;
+  c.heads = 2;
+  c.d_mlp = 32;
+  c.dropout = 0.2;
+  c.seed = 3;
+  using model_t = nn::encoder_classifier<semfocus::dense, semfocus::exec::simd_t, float>;
+  const auto one = semfocus::exec::simd.with_threads(1);
+  for (const semfocus::index_t batch : {7, 2}) {
+    CAPTURE(batch);
+    std::vector<semfocus::index_t> idx(static_cast<std::size_t>(batch));
+    std::iota(idx.begin(), idx.end(), semfocus::index_t(0));
+    const batch_data b = make_batch(data.train, idx, layout);
+
+    // The whole batch on one model: logits, loss, gradients, the generator after.
+    model_t whole(c, semfocus::dense{}, one);
+    const std::string gen0 = whole.dropout_generator().state();
+    const auto z = whole.forward(b.tokens, b.batch, b.n);
+    whole.dropout_generator().set_state(gen0);
+    const double loss = whole.loss_and_backward(b.tokens, b.batch, b.n, b.labels);
+    const std::string gen1 = whole.dropout_generator().state();
+
+    // A group's logits (masks offset to its first sequence) are the whole batch's rows, up to
+    // the rounding of the classifier's Eigen product (2 classes: its kernel depends on the rows).
+    if (b.batch > 3) {
+      model_t part(c, semfocus::dense{}, one);
+      part.set_mask_offset(3);
+      const auto zp = part.forward(std::span<const int>(b.tokens).subspan(std::size_t(3 * b.n)),
+                                   b.batch - 3, b.n);
+      CHECK(double((zp - z.bottomRows(b.batch - 3)).cwiseAbs().maxCoeff()) < 1e-6);
+      part.set_mask_offset(0);  // the same generator state without the offset: other masks
+      part.dropout_generator().set_state(gen0);
+      const auto zq = part.forward(std::span<const int>(b.tokens).subspan(std::size_t(3 * b.n)),
+                                   b.batch - 3, b.n);
+      CHECK(double((zq - z.bottomRows(b.batch - 3)).cwiseAbs().maxCoeff()) > 1e-4);
+    }
+
+    // 3 groups (one empty when batch = 2) on 1 and on 2 threads.
+    std::vector<float> first_bits;
+    for (const int threads : {1, 2}) {
+      CAPTURE(threads);
+      model_t model(c, semfocus::dense{}, one);
+      c.seed = 77;  // the replicas start elsewhere: their parameters must be copied in
+      std::vector<model_t> groups;
+      for (int g = 0; g < 3; ++g) groups.emplace_back(c, semfocus::dense{}, one);
+      c.seed = 3;
+      const double grouped =
+          grouped_loss_and_backward(model, std::span<model_t>(groups), b, threads);
+      CHECK(grouped == doctest::Approx(loss).epsilon(1e-6));
+      CHECK(model.dropout_generator().state() == gen1);
+      const auto want = whole.parameters(), got = model.parameters();
+      std::vector<float> bits;
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        CAPTURE(want[i]->name);
+        const double scale = std::max(1e-3, double(want[i]->grad.cwiseAbs().maxCoeff()));
+        CHECK(double((got[i]->grad - want[i]->grad).cwiseAbs().maxCoeff()) <= 1e-5 * scale);
+        bits.insert(bits.end(), got[i]->grad.data(), got[i]->grad.data() + got[i]->grad.size());
+      }
+      if (threads == 1)
+        first_bits = bits;
+      else
+        CHECK(bits == first_bits);
+    }
+  }
+}
+#endif

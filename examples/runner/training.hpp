@@ -197,9 +197,11 @@ std::pair<double, double> evaluate(Model& model, std::span<const semfocus::tasks
 /// (loss_and_backward's mean_over). The groups run on up to `threads` threads of the SIMD
 /// backend's pool; then model's gradients are the replicas' summed in group order, its generator
 /// is advanced as the replicas' were, and the loss (the groups' shares summed in order) is
-/// returned. Every group's activations are the rows of the whole batch's, so this differs from
-/// model.loss_and_backward(b) only in the order of the parameter gradients' sums over the
-/// batch's rows; it gives the same bits for every thread count (a fixed G fixes them).
+/// returned. Every group's activations are the rows of the whole batch's (up to the rounding of
+/// a product that falls back to Eigen, whose kernel may depend on the row count: the classifier,
+/// widths not a multiple of the vector width), so this differs from model.loss_and_backward(b)
+/// mainly in the order of the parameter gradients' sums over the batch's rows. It gives the same
+/// bits for every thread count (a fixed G fixes them).
 /// O(forward and backward of the batch + G parameter copies). \throws as loss_and_backward.
 template <class Model>
 double grouped_loss_and_backward(Model& model, std::span<Model> replicas, const batch_data& b,

@@ -300,7 +300,8 @@ class encoder_classifier {
   /// \brief Makes later forward passes take their dropout masks as sequences [s, s + batch) of a
   /// larger batch (0 by default): a batch split into groups, each group's forward given the same
   /// generator state and its first sequence's index s, gets the whole batch's masks, so each
-  /// group's activations are the rows of the whole batch's. \throws invalid_argument if s < 0.
+  /// group's activations are the rows of the whole batch's (up to the rounding of products that
+  /// fall back to Eigen). \throws invalid_argument if s < 0.
   void set_mask_offset(index_t s) {
     semfocus::detail::require(s >= 0,
                               "semfocus::nn::encoder_classifier::set_mask_offset: s must "
