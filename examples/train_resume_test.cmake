@@ -4,8 +4,9 @@
 # for byte, the CSV's every column but the wall time, the summary row -- with dropout on (its
 # generator is part of the state). Two cases: SGD with top-k, and Adam (its moments are part of
 # the state) with --stop-after ending the run after the resume (converged at epoch 10, stopped at
-# 12 of 30, on the Intel Xeon with AVX-512, numerics 3; checked: after the resume, 2 epochs on). The resumed part runs on 2 threads, the rest on 1: the bits do not depend on it. Then
-# a state whose fingerprint names another backend (SIMD arch) is refused.
+# 12 of 30, on the Intel Xeon with AVX-512, numerics 3; checked: after the resume, 2 epochs on),
+# and --groups 3. The resumed part runs on 2 threads, the rest on 1: the bits do not depend on
+# it. Then a state whose fingerprint names another backend (SIMD arch) is refused.
 # Usage: cmake -DTRAIN=<train binary> -DOUT=<scratch dir> -P train_resume_test.cmake
 file(REMOVE_RECURSE ${OUT})
 set(common --blocks 1 --d 16 --d-mlp 16 --train 200 --test 50 --seeds 4 --dropout 0.1 --quiet
@@ -54,6 +55,16 @@ endfunction()
 check(sgd parity_topk_3_seed4 5 2 ",5,0$" --task parity --policy topk:3 --lr 0.5)
 check(adam even_pairs_full_seed4 30 8 ",[0-9]+,.*,[0-9]+,1$" --task even_pairs --length 6
       --policy full --optimizer adam --lr 0.01 --stop-after 2)
+# --groups 3 (data-parallel steps: each batch of 25 in groups of 9, 8 and 8): the
+# first part on 1 thread, the resumed part on 2, the same bits as the whole run on 1.
+check(groups parity_full_seed4 5 2 ",5,0$" --task parity --policy full --lr 0.5 --groups 3)
+# A state of --groups 3 does not resume as --groups 1 (the gradients' sums differ).
+execute_process(COMMAND ${TRAIN} ${common} --task parity --policy full --lr 0.5 --epochs 6
+                        --resume --out ${OUT}/groups/parts RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                        ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "groups=3")
+  message(FATAL_ERROR "groups: a --groups 3 state resumed as --groups 1 (${rc}): ${out}${err}")
+endif()
 # ... and it converged after the resume (epoch 8) and stopped 2 epochs later (fields 4 and 8 of
 # the summary row: convergence epoch, epochs run).
 file(STRINGS ${OUT}/adam/whole/summary.csv rows)
