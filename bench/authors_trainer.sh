@@ -4,8 +4,9 @@
 # training and 2000 held-out sequences, SGD lr 0.1), trained by the authors' PyTorch code on one
 # thread (github.com/rithram/spartan, ch.py: run from a checkout, never copied here) and by
 # examples/train, full and top-k 5, in one run on one machine, both with dropout 0.01 (ch.py's
-# default; train --dropout), train on 1 and on 2 threads (the same bits). Prints training steps/s
-# and seconds per epoch (200 steps plus evaluating the 7000 sequences) of each.
+# default; train --dropout), train on 1 and on 2 threads (the same bits), and on 2 threads with
+# --groups 2 (data-parallel steps: other bits, the same on 1 and 2 threads). Prints training
+# steps/s and seconds per epoch (200 steps plus evaluating the 7000 sequences) of each.
 #   bash bench/authors_trainer.sh SPARTAN_CHECKOUT [EPOCHS]
 # Needs build/dev/examples/train (bash cmake/run.sh test) and build/venv with torch (the same
 # command), plus numpy and pandas there (installed if missing). The authors' datasets.py imports
@@ -61,12 +62,13 @@ for policy in full topk:5; do
   read -r t2 _ <<<"$two"
   read -r tn ms <<<"$many"
   "$py" -c "print(f'| authors ch.py | $policy | {1000 / $ms:.1f} | {($tn - $t2) / ($epochs - 2):.2f} |')"
-  for threads in 1 2; do
+  for run in "1 1" "2 1" "2 2"; do
+    read -r threads groups <<<"$run"
     line=$("$train" --task parity --policy "$policy" --epochs "$epochs" --threads "$threads" \
-      --quiet --dropout 0.01 --out "$work/ours$threads" | tail -1)
+      --groups "$groups" --quiet --dropout 0.01 --out "$work/ours$threads$groups" | tail -1)
     steps=$(sed -E 's/.* ([0-9.]+) steps\/s.*/\1/' <<<"$line")
     secs=$(sed -E 's/.* ([0-9.]+) s\/epoch.*/\1/' <<<"$line")
-    echo "| semfocus train, $threads thread(s) | $policy | $steps | $secs |"
+    echo "| semfocus train, $threads thread(s), --groups $groups | $policy | $steps | $secs |"
   done
 done
 echo
