@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 
 #include "semfocus/nn/parallel.hpp"
 #include "semfocus/nn/tensor.hpp"
@@ -14,14 +16,38 @@ namespace detail {
 /// a row's sums have the same bits on every ISA; the compiler vectorises the lane loops.
 inline constexpr index_t lanes = 16;
 
-/// \brief Sum of lanes partial sums, in the fixed tree ((0 + 8) + (4 + 12)) + ((2 + 10) + ...).
+/// Four lanes of T in one GNU vector (SSE / AVX registers), for lane_total.
+template <class T>
+struct lane_quarter {};
+template <>
+struct lane_quarter<float> {
+  typedef float type __attribute__((vector_size(16)));
+};
+template <>
+struct lane_quarter<double> {
+  typedef double type __attribute__((vector_size(32)));
+};
+
+/// \brief Sum of lanes partial sums, in the fixed tree ((0 + 8) + (4 + 12)) + ((2 + 10) + ...):
+/// acc[l] += acc[l + h] for h = 8, 4, 2, 1. For float and double as quarters q_i = acc[4i, 4i + 4):
+/// s = (q_0 + q_2) + (q_1 + q_3), then (s_0 + s_2) + (s_1 + s_3), the same sums in registers no
+/// wider than the lane loops' (a 64-byte reload of 32-byte stores stalls store forwarding).
 template <class T>
 SEMFOCUS_FORCEINLINE T lane_total(T (&acc)[lanes]) noexcept {
+  static_assert(lanes == 16, "the tree below is written for 16 lanes");
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    using quarter = typename lane_quarter<T>::type;
+    quarter q[4];
+    std::memcpy(q, acc, sizeof q);
+    const quarter s = (q[0] + q[2]) + (q[1] + q[3]);
+    return (s[0] + s[2]) + (s[1] + s[3]);
+  } else {
 #pragma GCC unroll 8
-  for (index_t half = lanes / 2; half >= 1; half /= 2)
+    for (index_t half = lanes / 2; half >= 1; half /= 2)
 #pragma GCC unroll 8
-    for (index_t l = 0; l < half; ++l) acc[l] += acc[l + half];
-  return acc[0];
+      for (index_t l = 0; l < half; ++l) acc[l] += acc[l + half];
+    return acc[0];
+  }
 }
 
 /// \brief sum_c f(c) for c in [0, w): lane l adds f(l), f(l + lanes), ... over the whole blocks
