@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <memory>
@@ -763,6 +764,38 @@ TEST_CASE_TEMPLATE("top_k matches a stable-sort selection on random rows with ti
 TEST_CASE_TEMPLATE("bottom_k matches a stable-sort selection on random rows with ties", T, float,
                    double) {
   compare_rank_with_brute_force<T>(false);
+}
+
+// The device's selection for k <= 8 (a sorted insertion) against the host's (passes over the
+// keys), which the brute-force comparisons above check: the same value bits and tie index.
+TEST_CASE_TEMPLATE("select_rank_insertion equals select_rank_passes (k <= 8, n <= 256)", T, float,
+                   double) {
+  std::mt19937 gen(11);
+  const T inf = std::numeric_limits<T>::infinity();
+  const std::vector<T> special = {std::numeric_limits<T>::quiet_NaN(), inf, -inf, T(0), -T(0)};
+  std::normal_distribution<double> normal;
+  int compared = 0, bad = 0;
+  for (int r = 0; r < 3000; ++r) {
+    const auto n = static_cast<index_t>(1 + gen() % 256);
+    std::vector<T> s(static_cast<std::size_t>(n));
+    for (T& x : s) {
+      const auto kind = gen() % 8;
+      x = kind == 0  ? special[gen() % special.size()]
+          : kind < 4 ? static_cast<T>(static_cast<int>(gen() % 7) - 3)  // ties
+                     : static_cast<T>(normal(gen));
+    }
+    for (index_t k = 1; k <= std::min<index_t>(8, n); ++k)
+      for (const bool largest : {true, false}) {
+        const auto a = largest ? sf::detail::select_rank_insertion<true>(s.data(), n, k)
+                               : sf::detail::select_rank_insertion<false>(s.data(), n, k);
+        const auto b = largest ? sf::detail::select_rank_passes<true>(s.data(), n, k)
+                               : sf::detail::select_rank_passes<false>(s.data(), n, k);
+        ++compared;
+        bad += a.last != b.last || std::memcmp(&a.value, &b.value, sizeof(T)) != 0 ? 1 : 0;
+      }
+  }
+  CHECK(compared > 20000);
+  CHECK(bad == 0);
 }
 
 // =============================================================================================
