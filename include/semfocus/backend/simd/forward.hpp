@@ -165,23 +165,26 @@ struct forward_impl<exec::simd_t, Policy, T> {
       std::fill(m, m + mq, -detail::infinity<T>());
       std::fill(l, l + mq, T(0));
       for (index_t kb = 0; kb < ops.nkb; ++kb) {
-        const index_t j0 = kb * bk, nj = std::min(bk, sh.n_k - j0);
+        // Scores of the nc = nj rounded up to the vector width columns only: the packed columns
+        // [nj, bk) are zero, and -inf (exp 0) past nj, so dropping the whole vectors of them
+        // changes no max, sum or bit.
+        const index_t j0 = kb * bk, nj = std::min(bk, sh.n_k - j0), nc = K::padded(nj);
         const tile_kind kind = classify_tile(p, hs, tile{i0, i0 + mq, j0, j0 + nj});
         if (kind == tile_kind::none_kept) continue;
-        K::template gemm<false>(mq, bk, sh.d, q.row(b, h, i0), q.strides().seq, 1,
+        K::template gemm<false>(mq, nc, sh.d, q.row(b, h, i0), q.strides().seq, 1,
                                 ops.kt_block(ctx.shared, bh, kb), ops.kt_lpb(), s, bk);
         const bool fused = kind == tile_kind::all_kept && nj == bk;  // scale and max in one pass
         for (index_t r = 0; r < mq; ++r) {
           T* row = s + r * bk;
           if (!fused) {
-            K::scale(row, bk, sc);
+            K::scale(row, nc, sc);
             if (kind == tile_kind::partial)
               for (index_t jj = 0; jj < nj; ++jj)
                 if (!p.keep(hs, i0 + r, j0 + jj, row[jj])) row[jj] = -detail::infinity<T>();
-            std::fill(row + nj, row + bk, -detail::infinity<T>());
+            std::fill(row + nj, row + nc, -detail::infinity<T>());
           }
-          const T row_max = fused ? K::scale_max(row, bk, sc) : K::max(row, bk);
-          online_update(row, row_max, o + r * ops.dvp, ops.dvp, m[r], l[r]);
+          const T row_max = fused ? K::scale_max(row, bk, sc) : K::max(row, nc);
+          online_update(row, nc, row_max, o + r * ops.dvp, ops.dvp, m[r], l[r]);
         }
         K::template gemm<true>(mq, ops.dvp, nj, s, bk, 1, ops.v_block(ctx.shared, bh, kb),
                                ops.vp_lpb(), o, ops.dvp);
@@ -211,19 +214,19 @@ struct forward_impl<exec::simd_t, Policy, T> {
     }
   }
 
-  /// \brief One tile of the online softmax for a row with row_max = K::max(s): m' = max(m,
-  /// row_max), l' = l e^(m - m') + sum e^(s - m'), acc[0, n) *= e^(m - m'), and s becomes
-  /// e^(s - m') (0 where s = -inf).
-  static void online_update(T* row, T row_max, T* acc, index_t n, T& m, T& l) noexcept {
-    constexpr index_t bk = backend::simd::forward_operands<T>::bk;
+  /// \brief One tile of the online softmax for a row s[0, cols) (cols a multiple of the width)
+  /// with row_max = K::max(s): m' = max(m, row_max), l' = l e^(m - m') + sum e^(s - m'),
+  /// acc[0, n) *= e^(m - m'), and s becomes e^(s - m') (0 where s = -inf).
+  static void online_update(T* row, index_t cols, T row_max, T* acc, index_t n, T& m,
+                            T& l) noexcept {
     const T m_new = std::max(m, row_max);
     if (m_new == -detail::infinity<T>()) {  // nothing kept yet (or kept NaNs only): p = 0
-      if (std::any_of(row, row + bk, [](T x) { return x != x; }))
+      if (std::any_of(row, row + cols, [](T x) { return x != x; }))
         m = l = std::numeric_limits<T>::quiet_NaN();  // a kept NaN makes the row NaN
-      std::fill(row, row + bk, T(0));
+      std::fill(row, row + cols, T(0));
       return;
     }
-    const T sum = K::exp_sum(row, bk, m_new);
+    const T sum = K::exp_sum(row, cols, m_new);
     if (m_new != m && m != -detail::infinity<T>()) {  // else acc and l are still 0
       const T corr = std::exp(m - m_new);
       l *= corr;
