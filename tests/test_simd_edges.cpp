@@ -53,6 +53,68 @@ void all_outputs_finite(const R& r) {
 
 }  // namespace
 
+TEST_CASE_TEMPLATE(
+    "simd packing kernels: every entry a gemm reads, zeros where promised, the rest "
+    "untouched",
+    T, float, double) {
+  using K = backend::simd::kernels<T>;
+  constexpr index_t nr = K::nr;
+  const T sentinel = T(-7.25);
+  std::mt19937 gen(11);
+  for (const index_t dim : {1, 3, 8, 9, 16, 37, 64}) {
+    for (const index_t n : {1, 5, 8, 13, 31, 40, 64}) {
+      // Rows of a [1, 1, n + 2, dim] tensor with a padded row stride, starting at row 1.
+      const index_t ld = dim + 3;
+      std::vector<T> src(std::size_t((n + 2) * ld));
+      for (std::size_t i = 0; i < src.size(); ++i) src[i] = T(int(gen() % 2001) - 1000) / T(8);
+      const tensor_view<const T> t{
+          src.data(), {1, 1, n + 2, dim}, {(n + 2) * ld, (n + 2) * ld, ld}};
+      auto at = [&](index_t r, index_t c) { return src[std::size_t((1 + r) * ld + c)]; };
+      // pack_b_transposed: B(p, j) = t(1 + j, p) for j < n, 0 for j in [n, blk), the rest kept.
+      for (const index_t blk : {n, K::padded(n), K::round_up(n, nr)}) {
+        const index_t lpb = dim * nr, panels = K::round_up(blk, nr) / nr;
+        std::vector<T> dst(std::size_t(panels * lpb), sentinel);
+        K::pack_b_transposed(t, 0, 0, 1, n, dst.data(), blk);
+        int bad = 0;
+        for (index_t j = 0; j < panels * nr; ++j)
+          for (index_t p = 0; p < dim; ++p) {
+            const T got = dst[std::size_t(j / nr * lpb + p * nr + j % nr)];
+            const T want = j < n ? at(j, p) : j < blk ? T(0) : sentinel;
+            if (got != want && bad++ == 0)
+              MESSAGE("pack_b_transposed dim " << dim << " n " << n << " blk " << blk << " j " << j
+                                               << " p " << p);
+          }
+        CHECK(bad == 0);
+      }
+      // pack_b_rows: B(p, j) = t(1 + p, j), zero columns [dim, round_up(dim, nr)), zero rows
+      // [n, kd) with zero_tail (else kept), and zero rows for non-finite rows with zero_nonfinite.
+      for (const bool zero_tail : {true, false})
+        for (const bool nonfinite : {false, true}) {
+          const index_t kd = n + 3, lpb = kd * nr, panels = K::round_up(dim, nr) / nr;
+          if (nonfinite) src[std::size_t(1 * ld + dim / 2)] = std::numeric_limits<T>::infinity();
+          std::vector<T> dst(std::size_t(panels * lpb), sentinel);
+          K::pack_b_rows(t, 0, 0, 1, n, kd, dst.data(), nonfinite, zero_tail);
+          int bad = 0;
+          const bool tail_zero = zero_tail || nonfinite || dim % nr != 0;
+          for (index_t p = 0; p < kd; ++p)
+            for (index_t j = 0; j < panels * nr; ++j) {
+              const T got = dst[std::size_t(j / nr * lpb + p * nr + j % nr)];
+              const T want = p >= n                  ? (tail_zero ? T(0) : sentinel)
+                             : j >= dim              ? T(0)
+                             : (nonfinite && p == 0) ? T(0)
+                                                     : at(p, j);
+              if (got != want && bad++ == 0)
+                MESSAGE("pack_b_rows dim " << dim << " n " << n << " zero_tail " << zero_tail
+                                           << " nonfinite " << nonfinite << " p " << p << " j "
+                                           << j);
+            }
+          CHECK(bad == 0);
+          if (nonfinite) src[std::size_t(1 * ld + dim / 2)] = T(1);
+        }
+    }
+  }
+}
+
 TEST_CASE_TEMPLATE("simd on strided and padded views gives the same bits as on contiguous tensors",
                    T, float, double) {
   const attention_shape s{2, 3, 37, 45, 19, 24};

@@ -17,7 +17,7 @@ namespace backend::simd {
 /// \brief Block sizes and packed operands of a forward call, shared by both localities.
 /// K and V are packed per head and key block of `bk` keys as gemm's B panels (kernels::nr
 /// columns each, contiguous along the reduction): the score tile of block kb is
-/// gemm(Q rows, kt_block(kb)) and its P V update gemm(P, v_block(kb)); rows past n_k are zero.
+/// gemm(Q rows, kt_block(kb)) and its P V update gemm(P, v_block(kb)) (see score_cols).
 template <class T>
 struct forward_operands {
   using K = kernels<T>;
@@ -58,9 +58,16 @@ struct forward_operands {
     const index_t b = bh / sh.heads, h = bh % sh.heads;
     for (index_t kb = 0; kb < nkb; ++kb) {
       const index_t j0 = kb * bk, n = std::min(bk, sh.n_k - j0);
-      K::pack_b_transposed(k, b, h, j0, n, kt_block(shared, bh, kb), bk);
-      K::pack_b_rows(v, b, h, j0, n, bk, v_block(shared, bh, kb), !finite_v);
+      K::pack_b_transposed(k, b, h, j0, n, kt_block(shared, bh, kb), score_cols(n));
+      K::pack_b_rows(v, b, h, j0, n, bk, v_block(shared, bh, kb), !finite_v, false);
     }
+  }
+
+  /// \brief Columns of a score tile against a block of n keys: n rounded up to the vector width
+  /// (and to 8, the row localities' mask words), at most bk. The packed K^T block is zero in
+  /// columns [n, score_cols(n)); no gemm reads further, nor V rows past n.
+  static index_t score_cols(index_t n) noexcept {
+    return std::min(bk, K::round_up(n, std::max<index_t>(K::width, 8)));
   }
 
   /// \brief Packed K^T of key block kb of head bh: d x bk, panel stride kt_lpb().
@@ -165,9 +172,9 @@ struct forward_impl<exec::simd_t, Policy, T> {
       std::fill(m, m + mq, -detail::infinity<T>());
       std::fill(l, l + mq, T(0));
       for (index_t kb = 0; kb < ops.nkb; ++kb) {
-        // Scores of the nc = nj rounded up to the vector width columns only: the packed columns
-        // [nj, bk) are zero, and -inf (exp 0) past nj, so dropping the whole vectors of them
-        // changes no max, sum or bit.
+        // Scores of the nc = nj rounded up to the vector width columns only (<= score_cols(nj)):
+        // the packed columns [nj, nc) are zero, and -inf (exp 0) past nj, so dropping the whole
+        // vectors of them changes no max, sum or bit.
         const index_t j0 = kb * bk, nj = std::min(bk, sh.n_k - j0), nc = K::padded(nj);
         const tile_kind kind = classify_tile(p, hs, tile{i0, i0 + mq, j0, j0 + nj});
         if (kind == tile_kind::none_kept) continue;

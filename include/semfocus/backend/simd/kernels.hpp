@@ -17,6 +17,59 @@
 // the shape only, never on the thread that runs it.
 namespace semfocus::backend::simd {
 
+/// \brief L x L transposed copy, d[p ld + r] = s[r ls + p] for r, p < L, in 32-byte GNU vectors
+/// (8 floats, 4 doubles: two and three rounds of shuffles); L = 1 for other T.
+template <class T>
+struct transpose_tile {
+  static constexpr index_t lanes = 1;
+  static void copy(const T* s, index_t, T* d, index_t) noexcept { *d = *s; }
+};
+
+template <>
+struct transpose_tile<float> {
+  static constexpr index_t lanes = 8;
+  typedef float vec __attribute__((vector_size(32)));
+  static SEMFOCUS_FORCEINLINE void copy(const float* s, index_t ls, float* d, index_t ld) noexcept {
+    vec r[8], t[8], u[8];
+    for (int i = 0; i < 8; ++i) std::memcpy(&r[i], s + i * ls, sizeof(vec));
+    for (int i = 0; i < 8; i += 2) {  // t: 2 x 2 blocks of rows i, i + 1 interleaved
+      t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+      t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)  // u: 4 x 4 blocks
+      for (int k = 0; k < 2; ++k) {
+        u[i + 2 * k] = __builtin_shufflevector(t[i + k], t[i + k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 2 * k + 1] =
+            __builtin_shufflevector(t[i + k], t[i + k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+      }
+    for (int p = 0; p < 4; ++p) {  // columns p and p + 4: halves of u[p] and u[p + 4]
+      const vec lo = __builtin_shufflevector(u[p], u[p + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+      const vec hi = __builtin_shufflevector(u[p], u[p + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+      std::memcpy(d + p * ld, &lo, sizeof(vec));
+      std::memcpy(d + (p + 4) * ld, &hi, sizeof(vec));
+    }
+  }
+};
+
+template <>
+struct transpose_tile<double> {
+  static constexpr index_t lanes = 4;
+  typedef double vec __attribute__((vector_size(32)));
+  static SEMFOCUS_FORCEINLINE void copy(const double* s, index_t ls, double* d,
+                                        index_t ld) noexcept {
+    vec r[4];
+    for (int i = 0; i < 4; ++i) std::memcpy(&r[i], s + i * ls, sizeof(vec));
+    const vec t0 = __builtin_shufflevector(r[0], r[1], 0, 4, 2, 6);
+    const vec t1 = __builtin_shufflevector(r[0], r[1], 1, 5, 3, 7);
+    const vec t2 = __builtin_shufflevector(r[2], r[3], 0, 4, 2, 6);
+    const vec t3 = __builtin_shufflevector(r[2], r[3], 1, 5, 3, 7);
+    const vec c[4] = {
+        __builtin_shufflevector(t0, t2, 0, 1, 4, 5), __builtin_shufflevector(t1, t3, 0, 1, 4, 5),
+        __builtin_shufflevector(t0, t2, 2, 3, 6, 7), __builtin_shufflevector(t1, t3, 2, 3, 6, 7)};
+    for (int p = 0; p < 4; ++p) std::memcpy(d + p * ld, &c[p], sizeof(vec));
+  }
+};
+
 template <class T, class A = xsimd::default_arch>
 struct kernels {
   using batch = xsimd::batch<T, A>;
@@ -68,35 +121,57 @@ struct kernels {
   }
 
   /// \brief Packs B(p, j) = t(b, h, r0 + p, j) for p in [0, n), j < dim, into panels of nr
-  /// columns with panel stride lpb = kd nr (kd >= n; rows [n, kd) and columns [dim, round_up(dim,
-  /// nr)) are zero): the B operand "rows of t" of gemm. With zero_nonfinite, rows holding a NaN
-  /// or an infinity become zero rows (see finite). O(kd round_up(dim, nr)).
+  /// columns with panel stride lpb = kd nr (kd >= n; columns [dim, round_up(dim, nr)) are zero,
+  /// and rows [n, kd) too unless zero_tail is false, for a gemm that reads n rows only): the B
+  /// operand "rows of t" of gemm. With zero_nonfinite, rows holding a NaN or an infinity become
+  /// zero rows (see finite). O(kd round_up(dim, nr)).
   static void pack_b_rows(const tensor_view<const T>& t, index_t b, index_t h, index_t r0,
-                          index_t n, index_t kd, T* dst, bool zero_nonfinite = false) noexcept {
-    const index_t dim = t.dim(), lpb = kd * nr;
-    if (dim % nr != 0 || zero_nonfinite) {
+                          index_t n, index_t kd, T* dst, bool zero_nonfinite = false,
+                          bool zero_tail = true) noexcept {
+    const index_t dim = t.dim(), lpb = kd * nr, whole = dim - dim % nr;
+    if (whole != dim || zero_nonfinite) {
       std::fill(dst, dst + panels_size(kd, dim), T(0));
-    } else {  // every entry of rows [0, n) is written below: zero rows [n, kd) of each panel
+    } else if (zero_tail) {  // every entry of rows [0, n) is written below: zero rows [n, kd)
       for (index_t j = 0; j < dim; j += nr)
         std::fill(dst + j / nr * lpb + n * nr, dst + j / nr * lpb + kd * nr, T(0));
     }
     for (index_t p = 0; p < n; ++p) {
       const T* src = t.row(b, h, r0 + p);
       if (zero_nonfinite && !finite(src, dim)) continue;
-      for (index_t j = 0; j < dim; j += nr)
-        std::memcpy(dst + j / nr * lpb + p * nr, src + j,
-                    std::size_t(std::min(nr, dim - j)) * sizeof(T));
+      for (index_t j = 0; j < whole; j += nr)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; ++v)
+          batch::load_unaligned(src + j + v * width)
+              .store_unaligned(dst + j / nr * lpb + p * nr + v * width);
+      if (whole != dim)
+        std::memcpy(dst + whole / nr * lpb + p * nr, src + whole,
+                    std::size_t(dim - whole) * sizeof(T));
     }
   }
 
-  /// \brief Packs B(p, j) = t(b, h, r0 + j, p) for p < dim, j in [0, n) (zero for j in [n,
-  /// blk), blk a multiple of nr) into panels with stride lpb = dim nr: the B operand "t^T" of
-  /// gemm, for scores against blk rows of t. O(dim blk).
+  /// \brief Packs B(p, j) = t(b, h, r0 + j, p) for p < dim, j in [0, n), and zero for j in [n,
+  /// blk) (blk >= n; columns past blk of its last panel are left as they are), into panels with
+  /// stride lpb = dim nr: the B operand "t^T" of gemm, for scores against the first blk columns.
+  /// Whole L x L tiles are transposed in registers (transpose_tile). O(dim round_up(blk, nr)).
   static void pack_b_transposed(const tensor_view<const T>& t, index_t b, index_t h, index_t r0,
                                 index_t n, T* dst, index_t blk) noexcept {
-    const index_t dim = t.dim(), lpb = dim * nr;
-    std::fill(dst + n / nr * lpb, dst + blk * dim, T(0));  // the panels holding columns >= n
-    for (index_t j = 0; j < n; ++j) {
+    const index_t dim = t.dim(), lpb = dim * nr, ls = t.strides().seq;
+    if (const index_t c0 = n % nr, c1 = std::min(nr, blk - (n - c0)); c0 != 0 && c1 > c0) {
+      T* panel = dst + n / nr * lpb;  // columns [n, blk) of the panel holding column n
+      for (index_t p = 0; p < dim; ++p) std::fill(panel + p * nr + c0, panel + p * nr + c1, T(0));
+    }
+    std::fill(dst + (n + nr - 1) / nr * lpb, dst + (blk + nr - 1) / nr * lpb, T(0));
+    constexpr index_t L = transpose_tile<T>::lanes;  // divides nr: a tile stays in one panel
+    static_assert(nr % L == 0);
+    const index_t nt = n - n % L, dt = dim - dim % L;  // whole tiles
+    for (index_t j = 0; j < nt; j += L) {
+      const T* src = t.row(b, h, r0 + j);
+      T* col = dst + j / nr * lpb + j % nr;
+      for (index_t p = 0; p < dt; p += L) transpose_tile<T>::copy(src + p, ls, col + p * nr, nr);
+      for (index_t p = dt; p < dim; ++p)
+        for (index_t r = 0; r < L; ++r) col[p * nr + r] = src[r * ls + p];
+    }
+    for (index_t j = nt; j < n; ++j) {
       const T* src = t.row(b, h, r0 + j);
       T* col = dst + j / nr * lpb + j % nr;
       for (index_t p = 0; p < dim; ++p) col[p * nr] = src[p];
