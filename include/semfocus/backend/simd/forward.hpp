@@ -70,6 +70,10 @@ struct forward_operands {
     return std::min(bk, K::round_up(n, std::max<index_t>(K::width, 8)));
   }
 
+  /// \brief Scores of a whole row: the score columns of every key block, n_k rounded up as in
+  /// score_cols (all of it writable by the score gemms).
+  index_t row_cols() const noexcept { return (nkb - 1) * bk + score_cols(sh.n_k - (nkb - 1) * bk); }
+
   /// \brief Packed K^T of key block kb of head bh: d x bk, panel stride kt_lpb().
   T* kt_block(void* shared, index_t bh, index_t kb) const noexcept {
     return at<T>(shared, kt_off) + (bh * nkb + kb) * kt_size();

@@ -36,8 +36,8 @@ struct forward_impl<exec::simd_t, Policy, T> {
     bs::forward_operands<T> ops(sh);
     constexpr index_t bk = bs::forward_operands<T>::bk;
     // Row length: n_k padded for the vector passes and the mask's 8-byte reads (the last key
-    // block's score gemm is that much narrower than bk: n_k = 40 computes 40 scores, not 64).
-    const index_t nkp = K::round_up(sh.n_k, std::max<index_t>(K::width, 8));
+    // block's score gemm is that much narrower than bk: n_k = 40 computes 48 scores, not 64).
+    const index_t nkp = ops.row_cols();
     bs::arena_layout shared, scratch;
     ops.scan(v);
     ops.plan(shared);

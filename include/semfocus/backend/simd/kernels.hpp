@@ -128,8 +128,8 @@ struct kernels {
   static void pack_b_rows(const tensor_view<const T>& t, index_t b, index_t h, index_t r0,
                           index_t n, index_t kd, T* dst, bool zero_nonfinite = false,
                           bool zero_tail = true) noexcept {
-    const index_t dim = t.dim(), lpb = kd * nr, whole = dim - dim % nr;
-    if (whole != dim || zero_nonfinite) {
+    const index_t dim = t.dim(), lpb = kd * nr;
+    if (dim % nr != 0 || zero_nonfinite) {
       std::fill(dst, dst + panels_size(kd, dim), T(0));
     } else if (zero_tail) {  // every entry of rows [0, n) is written below: zero rows [n, kd)
       for (index_t j = 0; j < dim; j += nr)
@@ -138,14 +138,9 @@ struct kernels {
     for (index_t p = 0; p < n; ++p) {
       const T* src = t.row(b, h, r0 + p);
       if (zero_nonfinite && !finite(src, dim)) continue;
-      for (index_t j = 0; j < whole; j += nr)
-#pragma GCC unroll 4
-        for (int v = 0; v < nv; ++v)
-          batch::load_unaligned(src + j + v * width)
-              .store_unaligned(dst + j / nr * lpb + p * nr + v * width);
-      if (whole != dim)
-        std::memcpy(dst + whole / nr * lpb + p * nr, src + whole,
-                    std::size_t(dim - whole) * sizeof(T));
+      for (index_t j = 0; j < dim; j += nr)
+        std::memcpy(dst + j / nr * lpb + p * nr, src + j,
+                    std::size_t(std::min(nr, dim - j)) * sizeof(T));
     }
   }
 
