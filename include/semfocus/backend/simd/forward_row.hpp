@@ -8,20 +8,23 @@
 #include <vector>
 
 #include "semfocus/backend/simd/forward.hpp"
+#include "semfocus/backend/simd/rank_rows.hpp"
 
 namespace semfocus {
 
 /// \brief SIMD forward for row policies (top-k, bottom-k, threshold, user row policies): tasks
 /// are (batch, head, block of 24 query rows). Pass 1 computes the rows' scores (gemm over every
-/// key tile), the row statistic and the kept set; pass 2 normalises over the kept keys and forms
-/// P V over them only: when the block keeps at most a quarter of its scores, the softmax and a
-/// gather of V's rows run over the kept lists, else a vector softmax and a gemm with zeros at
-/// the unkept keys. When every row keeps at most
+/// key tile), the row statistic (for top_k and bottom_k with k <= 8 and n_k <= 256, rank_rows:
+/// the cuts of a vector of rows at once, the same as the policy's) and the kept set; pass 2
+/// normalises over the kept keys and forms P V over them only: when the block keeps at most a
+/// quarter of its scores, the softmax and a gather of V's rows run over the kept lists, else a
+/// vector softmax and a gemm with zeros at the unkept keys. When every row keeps at most
 /// max(1, n_k / 4) keys, the kept sets are saved in the record (forward_record::selection), and
 /// backward then touches the kept pairs only.
 /// Time O(batch heads n_q n_k d) for the scores plus the statistic (O(n_k) per row for the
-/// built-in policies) plus O(kept d_v); memory: packed copies of K and V, O(24 n_k) scores per
-/// thread and the kept lists.
+/// built-in policies, O(n_k k) vector operations per vector of rows with rank_rows) plus
+/// O(kept d_v); memory: packed copies of K and V, O(32 n_k) scores per thread and the kept
+/// lists.
 template <class Policy, class T>
 requires row_policy<Policy, T>
 struct forward_impl<exec::simd_t, Policy, T> {
@@ -41,9 +44,17 @@ struct forward_impl<exec::simd_t, Policy, T> {
     bs::arena_layout shared, scratch;
     ops.scan(v);
     ops.plan(shared);
-    const std::size_t s_off = scratch.take<T>(bq * nkp), o_off = scratch.take<T>(bq * ops.dvp),
+    // top_k and bottom_k with k <= 8 on rows of <= 256 keys: the cuts of a vector of rows at once
+    using rows_cut = bs::rank_rows<bs::rank_rows_policy<Policy>::largest, T>;
+    bool by_rows = false;
+    if constexpr (bs::rank_rows_policy<Policy>::value)
+      by_rows = p.k <= rows_cut::max_k && sh.n_k <= rows_cut::max_n;
+    const index_t bqr = K::round_up(bq, K::width);  // rows of s (whole vectors of rows)
+    const std::size_t s_off = scratch.take<T>(bqr * nkp), o_off = scratch.take<T>(bq * ops.dvp),
                       m_off = scratch.take<T>(bq), l_off = scratch.take<T>(bq),
-                      mask_off = scratch.take<unsigned char>(bq * nkp);
+                      mask_off = scratch.take<unsigned char>(bq * nkp),
+                      tile_off = scratch.take<T>(by_rows ? rows_cut::scratch_size(sh.n_k) : 0),
+                      cut_off = scratch.take<row_statistic_t<Policy, T>>(by_rows ? bqr : 0);
     const index_t nqb = (sh.n_q + bq - 1) / bq, tasks = ops.heads() * nqb;
     const bs::call_context ctx(ex, tasks, shared.size, scratch.size);
     std::vector<std::vector<std::uint32_t>>& lists = ctx.ws->lists;
@@ -67,11 +78,19 @@ struct forward_impl<exec::simd_t, Policy, T> {
         K::template gemm<false>(mq, std::min(bk, nkp - kb * bk), sh.d, q.row(b, h, i0),
                                 q.strides().seq, 1, ops.kt_block(ctx.shared, bh, kb), ops.kt_lpb(),
                                 s + kb * bk, nkp);
+      for (index_t r = 0; r < mq; ++r) K::scale(s + r * nkp, nkp, sc);
+      row_statistic_t<Policy, T>* cuts = bs::at<row_statistic_t<Policy, T>>(mem, cut_off);
+      if constexpr (bs::rank_rows_policy<Policy>::value)
+        if (by_rows) {
+          std::fill(s + mq * nkp, s + K::round_up(mq, K::width) * nkp, T(0));
+          for (index_t r0 = 0; r0 < mq; r0 += K::width)
+            rows_cut::run(s + r0 * nkp, nkp, std::min(K::width, mq - r0), sh.n_k, p.k,
+                          bs::at<T>(mem, tile_off), cuts + r0);
+        }
       for (index_t r = 0; r < mq; ++r) {
         T* row = s + r * nkp;
-        K::scale(row, nkp, sc);
         const index_t ri = rec.row_index(b, h, i0 + r);
-        const row_statistic_t<Policy, T> st = p.row_statistic(hs, i0 + r, row);
+        const row_statistic_t<Policy, T> st = by_rows ? cuts[r] : p.row_statistic(hs, i0 + r, row);
         rec.stats[std::size_t(ri)] = st;
         // The predicate over the row (a loop the compiler vectorises for the built-in
         // statistics), then the kept indices read off the mask 8 keys at a time.
