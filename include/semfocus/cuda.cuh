@@ -22,3 +22,4 @@
 #include "semfocus/backend/cuda/launch.cuh"
 #include "semfocus/backend/cuda/naive.cuh"
 #include "semfocus/backend/cuda/scalar.cuh"
+#include "semfocus/backend/cuda/tc_launch.cuh"

@@ -144,15 +144,16 @@ struct device_result {
 template <class T, class Policy>
 device_result<Policy, T> run_device(const Policy& p,
                                     const semfocus::test::problem<semfocus::cuda_score_t<T>>& pr,
-                                    const semfocus::exec::cuda_t& ex) {
+                                    const semfocus::exec::cuda_t& ex,
+                                    const semfocus::attention_options& opt = {}) {
   const semfocus::attention_shape& s = pr.shape;
   const device_array<T> q(to_storage<T>(pr.q.data)), k(to_storage<T>(pr.k.data)),
       v(to_storage<T>(pr.v.data)), d_out(to_storage<T>(pr.d_out.data));
   const device_array<T> out(std::size_t(s.out().size())), dq(std::size_t(s.q().size())),
       dk(std::size_t(s.k().size())), dv(std::size_t(s.v().size()));
   device_result<Policy, T> r;
-  semfocus::forward(ex, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
-                    r.record);
+  semfocus::forward(ex, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()), r.record,
+                    opt);
   semfocus::backward(ex, p, q.view(s.q()), k.view(s.k()), v.view(s.v()), out.view(s.out()),
                      d_out.view(s.out()), r.record, dq.view(s.q()), dk.view(s.k()), dv.view(s.v()));
   r.out = to_doubles(out.host());

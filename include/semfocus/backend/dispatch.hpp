@@ -38,6 +38,57 @@ struct backward_impl {
                 "backend's header and see policy/concepts.hpp");
 };
 
+namespace detail {
+
+/// \brief The checks of semfocus::forward (shapes, null data, overlapping or aliased outputs,
+/// the policy's own validate), for views of any element type (the CUDA backend's 16-bit
+/// overloads use them too). Returns the problem's shape; O(1).
+/// \throws invalid_argument with the messages listed at semfocus::forward.
+template <class Policy, class T>
+attention_shape check_forward_args(const Policy& policy, const tensor_view<const T>& q,
+                                   const tensor_view<const T>& k, const tensor_view<const T>& v,
+                                   const tensor_view<T>& out) {
+  constexpr const char* fn = "semfocus::forward";
+  const attention_shape s = check_inputs(fn, q, k, v);
+  check_view(fn, "out", out, s.out(), true);
+  check_disjoint(fn, "out", out, "q", q);
+  check_disjoint(fn, "out", out, "k", k);
+  check_disjoint(fn, "out", out, "v", v);
+  validate_policy(policy, s);
+  return s;
+}
+
+/// \brief The checks of semfocus::backward, for views of any element type; O(1).
+/// \throws invalid_argument with the messages listed at semfocus::backward.
+template <class Policy, class T, class Record>
+void check_backward_args(const Policy& policy, const tensor_view<const T>& q,
+                         const tensor_view<const T>& k, const tensor_view<const T>& v,
+                         const tensor_view<const T>& out, const tensor_view<const T>& d_out,
+                         const Record& record, const tensor_view<T>& dq, const tensor_view<T>& dk,
+                         const tensor_view<T>& dv) {
+  constexpr const char* fn = "semfocus::backward";
+  const attention_shape s = check_inputs(fn, q, k, v);
+  check_view(fn, "out", out, s.out(), false);
+  check_view(fn, "d_out", d_out, s.out(), false);
+  check_view(fn, "dq", dq, s.q(), true);
+  check_view(fn, "dk", dk, s.k(), true);
+  check_view(fn, "dv", dv, s.v(), true);
+  const char* in_names[] = {"q", "k", "v", "out", "d_out"};
+  const tensor_view<const T> ins[] = {q, k, v, out, d_out};
+  for (int x = 0; x < 5; ++x) {
+    check_disjoint(fn, "dq", dq, in_names[x], ins[x]);
+    check_disjoint(fn, "dk", dk, in_names[x], ins[x]);
+    check_disjoint(fn, "dv", dv, in_names[x], ins[x]);
+  }
+  check_disjoint(fn, "dq", dq, "dk", dk);
+  check_disjoint(fn, "dq", dq, "dv", dv);
+  check_disjoint(fn, "dk", dk, "dv", dv);
+  validate_policy(policy, s);
+  check_record(fn, record, policy, s);
+}
+
+}  // namespace detail
+
 /// \brief Attention forward: out = softmax over the policy's kept keys of (scale Q K^T), times V.
 ///
 /// Shapes: q [batch, heads, n_q, d], k [batch, heads, n_k, d], v [batch, heads, n_k, d_v],
@@ -53,14 +104,8 @@ void forward(const Exec& exec, const Policy& policy, std::type_identity_t<tensor
              std::type_identity_t<tensor_view<const T>> k,
              std::type_identity_t<tensor_view<const T>> v, tensor_view<T> out,
              forward_record_t<Policy, T>& record, const attention_options& options = {}) {
-  constexpr const char* fn = "semfocus::forward";
-  const attention_shape s = detail::check_inputs(fn, q, k, v);
-  detail::check_view(fn, "out", out, s.out(), true);
-  detail::check_disjoint(fn, "out", out, "q", q);
-  detail::check_disjoint(fn, "out", out, "k", k);
-  detail::check_disjoint(fn, "out", out, "v", v);
-  validate_policy(policy, s);
-  record.reset(policy, s, detail::resolve_scale(fn, options, s.d));
+  const attention_shape s = detail::check_forward_args(policy, q, k, v, out);
+  record.reset(policy, s, detail::resolve_scale("semfocus::forward", options, s.d));
   forward_impl<std::remove_cvref_t<Exec>, Policy, T>::run(exec, policy, q, k, v, out, record);
 }
 
@@ -92,25 +137,7 @@ void backward(const Exec& exec, const Policy& policy, std::type_identity_t<tenso
               std::type_identity_t<tensor_view<const T>> d_out,
               const forward_record_t<Policy, T>& record, tensor_view<T> dq, tensor_view<T> dk,
               tensor_view<T> dv) {
-  constexpr const char* fn = "semfocus::backward";
-  const attention_shape s = detail::check_inputs(fn, q, k, v);
-  detail::check_view(fn, "out", out, s.out(), false);
-  detail::check_view(fn, "d_out", d_out, s.out(), false);
-  detail::check_view(fn, "dq", dq, s.q(), true);
-  detail::check_view(fn, "dk", dk, s.k(), true);
-  detail::check_view(fn, "dv", dv, s.v(), true);
-  const char* in_names[] = {"q", "k", "v", "out", "d_out"};
-  const tensor_view<const T> ins[] = {q, k, v, out, d_out};
-  for (int x = 0; x < 5; ++x) {
-    detail::check_disjoint(fn, "dq", dq, in_names[x], ins[x]);
-    detail::check_disjoint(fn, "dk", dk, in_names[x], ins[x]);
-    detail::check_disjoint(fn, "dv", dv, in_names[x], ins[x]);
-  }
-  detail::check_disjoint(fn, "dq", dq, "dk", dk);
-  detail::check_disjoint(fn, "dq", dq, "dv", dv);
-  detail::check_disjoint(fn, "dk", dk, "dv", dv);
-  validate_policy(policy, s);
-  detail::check_record(fn, record, policy, s);
+  detail::check_backward_args(policy, q, k, v, out, d_out, record, dq, dk, dv);
   backward_impl<std::remove_cvref_t<Exec>, Policy, T>::run(exec, policy, q, k, v, out, d_out,
                                                            record, dq, dk, dv);
 }

@@ -37,13 +37,19 @@ struct threshold {
                     "semfocus::threshold: tau must be finite and >= 0, got ", tau);
   }
 
-  /// \brief The floor of row i from its n_k scores; O(n_k).
+  /// \brief The floor of row i from its n_k scores: floor_of their max (NaN skipped); O(n_k).
   template <class T>
   SEMFOCUS_HD score_floor<T> row_statistic(const head_slice& hs, index_t,
                                            const T* scores) const noexcept {
     T max = -detail::infinity<T>();
     for (index_t j = 0; j < hs.n_k; ++j)
       if (scores[j] > max) max = scores[j];
+    return floor_of(max);
+  }
+
+  /// \brief The floor of a row whose max score is `max` (-inf for a row without numbers); O(1).
+  template <class T>
+  SEMFOCUS_HD score_floor<T> floor_of(T max) const noexcept {
     // max - tau in double, so a tau beyond T's range cannot turn an infinite max into NaN; a
     // finite floor that rounds past T's range is clamped to -max_finite, so -inf stays unkept.
     const double floor = static_cast<double>(max) - tau;

@@ -77,14 +77,8 @@ void forward(const exec::cuda_t& exec, const Policy& policy,
              std::type_identity_t<tensor_view<const T>> k,
              std::type_identity_t<tensor_view<const T>> v, tensor_view<T> out,
              forward_record_t<Policy, float>& record, const attention_options& options = {}) {
-  constexpr const char* fn = "semfocus::forward";
-  const attention_shape s = detail::check_inputs(fn, q, k, v);
-  detail::check_view(fn, "out", out, s.out(), true);
-  detail::check_disjoint(fn, "out", out, "q", q);
-  detail::check_disjoint(fn, "out", out, "k", k);
-  detail::check_disjoint(fn, "out", out, "v", v);
-  validate_policy(policy, s);
-  record.reset(policy, s, detail::resolve_scale(fn, options, s.d));
+  const attention_shape s = detail::check_forward_args(policy, q, k, v, out);
+  record.reset(policy, s, detail::resolve_scale("semfocus::forward", options, s.d));
   backend::cuda::forward_on_device(exec, policy, q, k, v, out, record);
 }
 
@@ -117,25 +111,7 @@ void backward(const exec::cuda_t& exec, const Policy& policy,
               std::type_identity_t<tensor_view<const T>> d_out,
               const forward_record_t<Policy, float>& record, tensor_view<T> dq, tensor_view<T> dk,
               tensor_view<T> dv) {
-  constexpr const char* fn = "semfocus::backward";
-  const attention_shape s = detail::check_inputs(fn, q, k, v);
-  detail::check_view(fn, "out", out, s.out(), false);
-  detail::check_view(fn, "d_out", d_out, s.out(), false);
-  detail::check_view(fn, "dq", dq, s.q(), true);
-  detail::check_view(fn, "dk", dk, s.k(), true);
-  detail::check_view(fn, "dv", dv, s.v(), true);
-  const char* in_names[] = {"q", "k", "v", "out", "d_out"};
-  const tensor_view<const T> ins[] = {q, k, v, out, d_out};
-  for (int x = 0; x < 5; ++x) {
-    detail::check_disjoint(fn, "dq", dq, in_names[x], ins[x]);
-    detail::check_disjoint(fn, "dk", dk, in_names[x], ins[x]);
-    detail::check_disjoint(fn, "dv", dv, in_names[x], ins[x]);
-  }
-  detail::check_disjoint(fn, "dq", dq, "dk", dk);
-  detail::check_disjoint(fn, "dq", dq, "dv", dv);
-  detail::check_disjoint(fn, "dk", dk, "dv", dv);
-  validate_policy(policy, s);
-  detail::check_record(fn, record, policy, s);
+  detail::check_backward_args(policy, q, k, v, out, d_out, record, dq, dk, dv);
   backend::cuda::backward_on_device(exec, policy, q, k, v, out, d_out, record, dq, dk, dv);
 }
 

@@ -18,6 +18,7 @@
 #include "semfocus/backend/cuda/exec.cuh"
 #include "semfocus/backend/cuda/flash.cuh"
 #include "semfocus/backend/cuda/launch.cuh"
+#include "semfocus/backend/cuda/tc_launch.cuh"
 #include "semfocus/backend/dispatch.hpp"
 
 // Host drivers of the tiled kernels (flash.cuh) and the choice between them and the naive ones
@@ -62,24 +63,6 @@ index_t choose_flash_tile(const char* fn, const attention_shape& s) {
                             limit, " bytes per block for d = ", s.d, ", d_v = ", s.d_v,
                             "; use exec::cuda.naive() for such head dimensions");
   return 0;
-}
-
-/// \brief Raises kernel's dynamic shared memory limit to `bytes` and launches it on `grid`
-/// blocks of `threads` (nothing when grid is 0). \throws cuda_error on a CUDA failure.
-template <class Kernel, class... Args>
-void flash_launch(Kernel* kernel, const char* name, index_t grid, index_t threads,
-                  std::size_t bytes, cudaStream_t stream, const Args&... args) {
-  if (grid == 0) return;
-  SEMFOCUS_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  semfocus::detail::discard_stale_error();
-  kernel<<<unsigned(grid), unsigned(threads), bytes, stream>>>(args...);
-  semfocus::detail::check_launch(name, __FILE__, __LINE__);
-}
-
-/// \brief Blocks of a tiled kernel over n rows of every slice: min(slices ceil(n / t), max_grid).
-inline index_t flash_grid(const attention_shape& s, index_t n, index_t t) {
-  return std::min(s.batch * s.heads * ((n + t - 1) / t), max_grid);
 }
 
 }  // namespace detail
@@ -131,15 +114,7 @@ void run_flash_forward(const exec::cuda_t& ex, const Policy& p, const tensor_vie
   detail::flash_launch(&flash_forward<Policy, In>, "semfocus::backend::cuda::flash_forward",
                        detail::flash_grid(sh, sh.n_q, t), t,
                        detail::flash_smem_bytes(t, sh, sizeof(Stat)).forward, stream, p, a);
-  std::vector<float> host_lse(static_cast<std::size_t>(rows));
-  SEMFOCUS_CUDA_CHECK(cudaMemcpyAsync(host_lse.data(), lse.get(), std::size_t(rows) * sizeof(float),
-                                      cudaMemcpyDeviceToHost, stream));
-  if constexpr (has_stats)
-    SEMFOCUS_CUDA_CHECK(cudaMemcpyAsync(rec.stats.data(), stats.get(),
-                                        std::size_t(rows) * sizeof(Stat), cudaMemcpyDeviceToHost,
-                                        stream));
-  SEMFOCUS_CUDA_CHECK(cudaStreamSynchronize(stream));
-  std::copy(host_lse.begin(), host_lse.end(), rec.lse.begin());
+  detail::copy_record_to_host(rec, lse.get(), stats.get(), stream);
 } catch (...) {
   rec.policy.reset();
   throw;
@@ -168,19 +143,11 @@ void run_flash_backward(const exec::cuda_t& ex, const Policy& p, const tensor_vi
   const cudaStream_t stream = ex.stream;
   constexpr bool has_stats = forward_record_t<Policy, float>::has_statistics;
   const index_t t = detail::choose_flash_tile<Stat>(fn, sh);
-  const std::vector<float> host_lse(rec.lse.begin(), rec.lse.end());
   device_buffer<float> lse(std::size_t(rows), stream);
   device_buffer<float> row_dot(std::size_t(rows), stream);
   device_buffer<Stat> stats(has_stats ? std::size_t(rows) : 0, stream);
-  if (rows != 0)
-    SEMFOCUS_CUDA_CHECK(cudaMemcpyAsync(lse.get(), host_lse.data(),
-                                        std::size_t(rows) * sizeof(float), cudaMemcpyHostToDevice,
-                                        stream));
-  if constexpr (has_stats)
-    if (rows != 0)
-      SEMFOCUS_CUDA_CHECK(cudaMemcpyAsync(stats.get(), rec.stats.data(),
-                                          std::size_t(rows) * sizeof(Stat), cudaMemcpyHostToDevice,
-                                          stream));
+  const std::vector<float> staged =
+      detail::copy_record_to_device(rec, lse.get(), stats.get(), stream);
   flash_args<In, Stat> a{};
   a.q = q;
   a.k = k;
@@ -214,7 +181,11 @@ void forward_on_device(const exec::cuda_t& ex, const Policy& p, const tensor_vie
                        const tensor_view<In>& out,
                        forward_record_t<Policy, cuda_score_t<In>>& rec) {
   if constexpr (cuda_half_scalar_or_float<In>)
-    if (ex.kernels == exec::cuda_kernels::tiled) return run_flash_forward(ex, p, q, k, v, out, rec);
+    if (ex.kernels == exec::cuda_kernels::tiled) {
+      if constexpr (cuda_half_scalar<In>)
+        if (detail::tc_supported(rec.shape)) return run_tc_forward(ex, p, q, k, v, out, rec);
+      return run_flash_forward(ex, p, q, k, v, out, rec);
+    }
   run_forward(ex, p, q, k, v, out, rec);
 }
 
@@ -228,8 +199,12 @@ void backward_on_device(const exec::cuda_t& ex, const Policy& p, const tensor_vi
                         const tensor_view<In>& dq, const tensor_view<In>& dk,
                         const tensor_view<In>& dv) {
   if constexpr (cuda_half_scalar_or_float<In>)
-    if (ex.kernels == exec::cuda_kernels::tiled)
+    if (ex.kernels == exec::cuda_kernels::tiled) {
+      if constexpr (cuda_half_scalar<In>)
+        if (detail::tc_supported(rec.shape))
+          return run_tc_backward(ex, p, q, k, v, out, d_out, rec, dq, dk, dv);
       return run_flash_backward(ex, p, q, k, v, out, d_out, rec, dq, dk, dv);
+    }
   run_backward(ex, p, q, k, v, out, d_out, rec, dq, dk, dv);
 }
 

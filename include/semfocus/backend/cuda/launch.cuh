@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <utility>
+#include <vector>
 
 #include "semfocus/backend/cuda/buffer.cuh"
 #include "semfocus/backend/cuda/check.cuh"
@@ -45,6 +46,63 @@ inline index_t fit(std::size_t budget, std::size_t bytes_each, index_t cap) {
 template <class... Views>
 void check_device_views(const char* fn, const Views&... named) {
   (semfocus::detail::check_device_view(fn, named.first, named.second), ...);
+}
+
+/// \brief Raises kernel's dynamic shared memory limit to `bytes` and launches it on `grid`
+/// blocks of `threads` (nothing when grid is 0). \throws cuda_error on a CUDA failure.
+template <class Kernel, class... Args>
+void flash_launch(Kernel* kernel, const char* name, index_t grid, index_t threads,
+                  std::size_t bytes, cudaStream_t stream, const Args&... args) {
+  if (grid == 0) return;
+  SEMFOCUS_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  semfocus::detail::discard_stale_error();
+  kernel<<<unsigned(grid), unsigned(threads), bytes, stream>>>(args...);
+  semfocus::detail::check_launch(name, __FILE__, __LINE__);
+}
+
+/// \brief Blocks of a tiled kernel over n rows of every slice: min(slices ceil(n / t), max_grid).
+inline index_t flash_grid(const attention_shape& s, index_t n, index_t t) {
+  return std::min(s.batch * s.heads * ((n + t - 1) / t), max_grid);
+}
+
+/// \brief Copies a float forward's row log-sum-exp (device, `rows` floats) and statistics
+/// (device; null for an elementwise policy) into the host record, then waits for the stream.
+/// \throws cuda_error on a CUDA failure.
+template <class Policy>
+void copy_record_to_host(forward_record_t<Policy, float>& rec, const float* lse,
+                         const row_statistic_t<Policy, float>* stats, cudaStream_t stream) {
+  const std::size_t rows = rec.lse.size();
+  std::vector<float> host_lse(rows);
+  if (rows != 0)
+    SEMFOCUS_CUDA_CHECK(cudaMemcpyAsync(host_lse.data(), lse, rows * sizeof(float),
+                                        cudaMemcpyDeviceToHost, stream));
+  if constexpr (forward_record_t<Policy, float>::has_statistics)
+    if (rows != 0)
+      SEMFOCUS_CUDA_CHECK(cudaMemcpyAsync(rec.stats.data(), stats, rows * sizeof(*stats),
+                                          cudaMemcpyDeviceToHost, stream));
+  SEMFOCUS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::copy(host_lse.begin(), host_lse.end(), rec.lse.begin());
+}
+
+/// \brief Enqueues copies of a float record's log-sum-exp and statistics to device memory (`lse`,
+/// and `stats` for a row policy). The host copy of the log-sum-exp is kept alive until the
+/// stream is synchronised by the caller's last step, so the caller must synchronise before
+/// returning. \throws cuda_error on a CUDA failure.
+template <class Policy>
+std::vector<float> copy_record_to_device(const forward_record_t<Policy, float>& rec, float* lse,
+                                         row_statistic_t<Policy, float>* stats,
+                                         cudaStream_t stream) {
+  std::vector<float> host_lse(rec.lse.begin(), rec.lse.end());
+  const std::size_t rows = host_lse.size();
+  if (rows != 0)
+    SEMFOCUS_CUDA_CHECK(cudaMemcpyAsync(lse, host_lse.data(), rows * sizeof(float),
+                                        cudaMemcpyHostToDevice, stream));
+  if constexpr (forward_record_t<Policy, float>::has_statistics)
+    if (rows != 0)
+      SEMFOCUS_CUDA_CHECK(cudaMemcpyAsync(stats, rec.stats.data(), rows * sizeof(*stats),
+                                          cudaMemcpyHostToDevice, stream));
+  return host_lse;
 }
 
 }  // namespace detail
