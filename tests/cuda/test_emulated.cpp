@@ -55,7 +55,22 @@ sf::test::problem<float> make_problem(const sf::attention_shape& s, unsigned see
   return pr;
 }
 
-/// One forward + backward through the kernel bodies, emulated, as the device driver runs them.
+/// An input tensor's bits in storage whose rows are `pad` elements longer than its dim (the
+/// padding NaN in both formats, so that reading it would show), and a view over them.
+struct laid_out {
+  std::vector<std::uint16_t> storage;
+  sf::tensor_view<const std::uint16_t> view;
+  laid_out(const std::vector<std::uint16_t>& bits, const sf::tensor_shape& t, index_t pad) {
+    const index_t row = t.dim + pad;
+    storage.assign(std::size_t(t.batch * t.heads * t.seq * row), 0x7fff);
+    for (index_t r = 0; r < t.batch * t.heads * t.seq; ++r)
+      std::copy_n(bits.begin() + r * t.dim, t.dim, storage.begin() + r * row);
+    view = {storage.data(), t, sf::tensor_strides{t.heads * t.seq * row, t.seq * row, row}};
+  }
+};
+
+/// One forward + backward through the kernel bodies, emulated, as the device driver runs them;
+/// the inputs' rows padded by `pad` elements.
 template <class Policy>
 struct emulated_result {
   std::vector<double> out, dq, dk, dv;
@@ -65,7 +80,7 @@ struct emulated_result {
 
 template <class Fmt, class Cfg, class Policy>
 emulated_result<Policy> run_emulated(const Policy& p, const sf::test::problem<float>& pr,
-                                     float scale, index_t grid) {
+                                     float scale, index_t grid, index_t pad = 0) {
   using Stat = sf::row_statistic_t<Policy, float>;
   const sf::attention_shape& s = pr.shape;
   const auto q = bits_of<Fmt>(pr.q), k = bits_of<Fmt>(pr.k), v = bits_of<Fmt>(pr.v),
@@ -78,11 +93,13 @@ emulated_result<Policy> run_emulated(const Policy& p, const sf::test::problem<fl
   std::vector<float> row_dot(std::size_t(s.rows()), NAN);
   std::vector<float> scores(std::size_t(grid * Cfg::rows * s.n_k), NAN);
   tc::tc_args<Stat> a;
-  a.q = {q.data(), s.q()};
-  a.k = {k.data(), s.k()};
-  a.v = {v.data(), s.v()};
+  const laid_out q_in(q, s.q(), pad), k_in(k, s.k(), pad), v_in(v, s.v(), pad),
+      d_out_in(d_out, s.out(), pad);
+  a.q = q_in.view;
+  a.k = k_in.view;
+  a.v = v_in.view;
   a.o = {out.data(), s.out()};
-  a.d_out = {d_out.data(), s.out()};
+  a.d_out = d_out_in.view;
   a.out = {out.data(), s.out()};
   a.dq = {dq.data(), s.q()};
   a.dk = {dk.data(), s.k()};
@@ -141,16 +158,18 @@ template <class Fmt>
 constexpr double tolerance = std::is_same_v<Fmt, tc::bf16> ? 3e-2 : 4e-3;
 
 template <class Fmt, class Cfg, class Policy>
-void check_policy(const Policy& p, const sf::attention_shape& s, bool tied, index_t grid = 3) {
+void check_policy(const Policy& p, const sf::attention_shape& s, bool tied, index_t grid = 3,
+                  index_t pad = 0) {
   CAPTURE(s);
   CAPTURE(tied);
+  CAPTURE(pad);
   CAPTURE(Fmt::name);
   CAPTURE(Cfg::head);
   CAPTURE(Cfg::keys);
   const auto pr = make_problem<Fmt>(s, unsigned(s.n_q * 7 + s.n_k), tied);
   const double scale = 0.25;  // a power of two: exact scores on tied inputs
   const auto ref = sf::test::run_reference(p, pr, sf::attention_options{scale});
-  const auto emu_r = run_emulated<Fmt, Cfg>(p, pr, float(scale), grid);
+  const auto emu_r = run_emulated<Fmt, Cfg>(p, pr, float(scale), grid, pad);
   std::size_t lse_bad = 0, stat_bad = 0;
   for (std::size_t r = 0; r < emu_r.lse.size(); ++r) {
     const double a = emu_r.lse[r], b = ref.record.lse[r];
@@ -201,6 +220,23 @@ TEST_CASE("emulated tensor cores: bf16, every policy, both tile sizes") {
 TEST_CASE("emulated tensor cores: full head dimensions, one block striding over every tile") {
   check_policy<tc::bf16, large>(sf::top_k(9), {1, 1, 40, 97, 128, 100}, true, 1);
   check_policy<tc::f16, small>(sf::dense{}, {1, 2, 65, 66, 64, 64}, false, 1);
+}
+
+TEST_CASE("emulated tensor cores: 16-byte row loads with a partial last chunk, strided rows") {
+  // d = 20, d_v = 12 in rows of 24 and 16: 16-byte loads, the last chunk partial. Rows of 21
+  // and 13 (pad 1): not aligned, one element per load. The wide shape's dims (24, 40) take the
+  // aligned path whole, the tall shape's d = 20 the unaligned one.
+  const sf::attention_shape s{2, 1, 37, 53, 20, 12};
+  for (const index_t pad : {4, 1}) {
+    check_policy<tc::f16, small>(sf::top_k(5), s, true, 2, pad);
+    check_policy<tc::bf16, large>(sf::banded(5), s, true, 2, pad);
+    check_policy<tc::f16, large>(sf::dense{}, s, false, 2, pad);
+  }
+  const std::vector<std::uint16_t> bits(2 * 3 * 8);
+  CHECK(tc::rows_aligned(laid_out(bits, {2, 3, 1, 8}, 0).view));
+  CHECK(tc::rows_aligned(laid_out(bits, {2, 3, 1, 4}, 4).view));
+  CHECK(!tc::rows_aligned(laid_out(bits, {2, 3, 1, 4}, 1).view));
+  CHECK(!tc::rows_aligned(laid_out(bits, {2, 3, 2, 4}, 0).view));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -117,6 +118,39 @@ SEMFOCUS_HD SEMFOCUS_FORCEINLINE std::uint32_t load_pair(const std::uint16_t* p)
   std::uint32_t w;
   std::memcpy(&w, p, sizeof w);
   return w;
+#endif
+}
+
+/// \brief Eight consecutive 16-bit elements, 16 bytes: element j in bits 16 (j % 2) of w[j / 2].
+struct alignas(16) vec8 {
+  std::uint32_t w[4];
+};
+
+/// \brief Element j (0 <= j < 8) of v; O(1).
+SEMFOCUS_HD SEMFOCUS_FORCEINLINE std::uint16_t element(const vec8& v, int j) noexcept {
+  return std::uint16_t(v.w[j / 2] >> (16 * (j % 2)));
+}
+
+/// \brief The 8 elements at p as one 128-bit load; p must be 16-byte aligned (the host version
+/// aborts otherwise, so that the emulation catches what would fault on a GPU); O(1).
+SEMFOCUS_HD SEMFOCUS_FORCEINLINE vec8 load8(const std::uint16_t* p) noexcept {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const vec8*>(p);
+#else
+  if (reinterpret_cast<std::uintptr_t>(p) % alignof(vec8) != 0) std::abort();
+  vec8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+#endif
+}
+
+/// \brief Stores v's 8 elements at p as one 128-bit store; p 16-byte aligned as for load8; O(1).
+SEMFOCUS_HD SEMFOCUS_FORCEINLINE void store8(std::uint16_t* p, const vec8& v) noexcept {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<vec8*>(p) = v;
+#else
+  if (reinterpret_cast<std::uintptr_t>(p) % alignof(vec8) != 0) std::abort();
+  std::memcpy(p, &v, sizeof v);
 #endif
 }
 

@@ -70,17 +70,58 @@ SEMFOCUS_HD SEMFOCUS_FORCEINLINE slice_tile tile_at(const attention_shape& sh, i
   return {bh, bh / sh.heads, bh % sh.heads, r0, imin(rows, extent - r0)};
 }
 
+/// \brief Whether every row of x starts on a 16-byte boundary (data 16-byte aligned, outer
+/// strides multiples of 8 elements), so that stage moves 8 elements per load; O(1).
+SEMFOCUS_HD SEMFOCUS_FORCEINLINE bool rows_aligned(
+    const tensor_view<const std::uint16_t>& x) noexcept {
+  const tensor_strides& s = x.strides();
+  return reinterpret_cast<std::uintptr_t>(x.data()) % alignof(vec8) == 0 &&
+         (s.batch | s.heads | s.seq) % 8 == 0;
+}
+
 /// \brief Rows [r0, r0 + nr) and columns [0, nc) of slice (b, h) of x into an R x C tile of
 /// shared memory, zeros outside (row stride ld; transposed: dst[c ld + r]). Every thread takes
-/// part, consecutive threads reading consecutive columns; no barrier inside. O(R C / threads).
+/// part; no barrier inside. O(R C / threads).
+///  - Rows aligned (rows_aligned): 16-byte loads of 8 columns. Untransposed, consecutive threads
+///    take consecutive 8-column chunks of a row (coalesced loads, 16-byte stores without bank
+///    conflicts: dst and ld are multiples of 8 elements). Transposed, consecutive threads take
+///    consecutive rows of a chunk, so that each of the 8 two-byte stores of a warp fills 32
+///    consecutive elements of one shared-memory row (no bank conflict).
+///  - Otherwise one element per load, consecutive threads reading consecutive columns.
 template <int R, int C, bool Transposed, kernel_context Ctx>
 SEMFOCUS_DEVICE void stage(Ctx& ctx, std::uint16_t* dst, int ld,
                            const tensor_view<const std::uint16_t>& x, index_t b, index_t h,
                            index_t r0, index_t nr, index_t nc) {
-  for (int e = ctx.thread(); e < R * C; e += ctx.threads()) {
-    const int r = e / C, c = e % C;
-    const std::uint16_t v = r < nr && c < nc ? x(b, h, r0 + r, c) : std::uint16_t(0);
-    (Transposed ? dst[c * ld + r] : dst[r * ld + c]) = v;
+  static_assert(C % 8 == 0);
+  if (!rows_aligned(x)) {
+    for (int e = ctx.thread(); e < R * C; e += ctx.threads()) {
+      const int r = e / C, c = e % C;
+      const std::uint16_t v = r < nr && c < nc ? x(b, h, r0 + r, c) : std::uint16_t(0);
+      (Transposed ? dst[c * ld + r] : dst[r * ld + c]) = v;
+    }
+    return;
+  }
+  constexpr int chunks = C / 8;
+  for (int e = ctx.thread(); e < R * chunks; e += ctx.threads()) {
+    const int r = Transposed ? e % R : e / chunks, c = 8 * (Transposed ? e / R : e % chunks);
+    vec8 v{};
+    if (r < nr && c < nc) {
+      const std::uint16_t* src = x.row(b, h, r0 + r) + c;
+      if (c + 8 <= nc) {
+        v = load8(src);
+      } else {
+        SEMFOCUS_UNROLL
+        for (int j = 0; j < 8; j += 2)
+          v.w[j / 2] = pack(c + j < nc ? src[j] : std::uint16_t(0),
+                            c + j + 1 < nc ? src[j + 1] : std::uint16_t(0));
+      }
+    }
+    if constexpr (Transposed) {
+      SEMFOCUS_UNROLL
+      for (int j = 0; j < 8; ++j) dst[(c + j) * ld + r] = element(v, j);
+    } else {
+      store8(dst + r * ld + c, v);
+    }
   }
 }
 
