@@ -7,6 +7,12 @@
 # with CUDA is importable, and prints one table with the issue's targets as ratios.
 #
 #   bash bench/cuda/gpu_check.sh [WORK_DIR]          (default build/gpu_check)
+#   SEMFOCUS_CUDA_ARCH=90 bash bench/cuda/gpu_check.sh --build-only [WORK_DIR]
+#
+# --build-only builds without a GPU (nvcc only) and stops, so that scarce device time is not
+# spent compiling: carry WORK_DIR to the GPU machine and run the script there. The binaries are
+# reused when they were built for the same architecture from the same sources (a SHA-1 of
+# include/, tests/ and bench/cuda/ recorded in WORK_DIR/built.txt), rebuilt otherwise.
 #
 # Needs nvcc (CUDA 12.4+ for C++20) and doctest's single header: /usr/include/doctest/doctest.h,
 # or a folder named by $DOCTEST_INCLUDE holding doctest/doctest.h (for a machine without it,
@@ -16,37 +22,60 @@
 # build or a test fails; the timings still print after a failed test.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+build_only=0
+if [ "${1:-}" = --build-only ]; then
+  build_only=1
+  shift
+fi
 work="${1:-$root/build/gpu_check}"
 mkdir -p "$work"
 start=$SECONDS
 nvcc="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
-if ! nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv,noheader \
-  >"$work/gpu.txt" 2>/dev/null; then
-  echo "gpu_check: no GPU (nvidia-smi failed)" >&2
-  exit 2
+if [ $build_only -eq 1 ]; then
+  arch="${SEMFOCUS_CUDA_ARCH:-90}"
+else
+  if ! nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv,noheader \
+    >"$work/gpu.txt" 2>/dev/null; then
+    echo "gpu_check: no GPU (nvidia-smi failed)" >&2
+    exit 2
+  fi
+  echo "gpu_check: $(head -1 "$work/gpu.txt"); $("$nvcc" --version 2>/dev/null | tail -1)"
+  arch="${SEMFOCUS_CUDA_ARCH:-$(head -1 "$work/gpu.txt" | awk -F', ' '{gsub(/\./, "", $2); print $2}')}"
 fi
-echo "gpu_check: $(head -1 "$work/gpu.txt"); $("$nvcc" --version | tail -1)"
-arch="${SEMFOCUS_CUDA_ARCH:-$(head -1 "$work/gpu.txt" | awk -F', ' '{gsub(/\./, "", $2); print $2}')}"
 doctest="${DOCTEST_INCLUDE:-/usr/include}"
-[ -f "$doctest/doctest/doctest.h" ] || { echo "gpu_check: no doctest/doctest.h under $doctest" >&2; exit 1; }
+programs=(test_policies_device test_naive test_flash gpu_check)
 
-# Builds in parallel, one nvcc per translation unit.
-flags=(-std=c++20 -O3 -arch=sm_$arch -I"$root/include" -I"$root/tests" -I"$doctest")
-pids=()
-for t in test_policies_device test_naive test_flash; do
-  "$nvcc" "${flags[@]}" "$root/tests/cuda/$t.cu" -o "$work/$t" >"$work/$t.build.log" 2>&1 &
-  pids+=($!)
-done
-"$nvcc" "${flags[@]}" "$root/bench/cuda/gpu_check.cu" -o "$work/gpu_check" >"$work/gpu_check.build.log" 2>&1 &
-pids+=($!)
+# What the binaries are built from: the architecture and every source they include.
+built="sm_$arch $(cd "$root" && find include tests bench/cuda -type f \( -name '*.hpp' -o \
+  -name '*.cuh' -o -name '*.cu' -o -name '*.h' \) | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-40)"
+reuse=1
+for t in "${programs[@]}"; do [ -x "$work/$t" ] || reuse=0; done
+[ -f "$work/built.txt" ] && [ "$(cat "$work/built.txt")" = "$built" ] || reuse=0
 status=0
-for p in "${pids[@]}"; do wait "$p" || status=1; done
-if [ $status -ne 0 ]; then
-  cat "$work"/*.build.log >&2
-  echo "gpu_check: build failed" >&2
-  exit 1
+if [ $reuse -eq 1 ]; then
+  echo "gpu_check: reusing the binaries in $work (built for sm_$arch from these sources)"
+else
+  [ -f "$doctest/doctest/doctest.h" ] || { echo "gpu_check: no doctest/doctest.h under $doctest" >&2; exit 1; }
+  rm -f "$work/built.txt"
+  # Builds in parallel, one nvcc per translation unit.
+  flags=(-std=c++20 -O3 -arch=sm_$arch -I"$root/include" -I"$root/tests" -I"$doctest")
+  pids=()
+  for t in "${programs[@]}"; do
+    src="$root/tests/cuda/$t.cu"
+    [ "$t" = gpu_check ] && src="$root/bench/cuda/gpu_check.cu"
+    "$nvcc" "${flags[@]}" "$src" -o "$work/$t" >"$work/$t.build.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
+  if [ $status -ne 0 ]; then
+    cat "$work"/*.build.log >&2
+    echo "gpu_check: build failed" >&2
+    exit 1
+  fi
+  echo "$built" >"$work/built.txt"
+  echo "gpu_check: built for sm_$arch in $((SECONDS - start)) s"
 fi
-echo "gpu_check: built in $((SECONDS - start)) s"
+[ $build_only -eq 1 ] && exit 0
 
 for t in test_policies_device test_naive test_flash; do
   if "$work/$t" --minimal >"$work/$t.log" 2>&1; then
