@@ -111,13 +111,7 @@ SEMFOCUS_DEVICE void dq_body(Ctx& ctx, const Policy& p, const tc_args<Stat>& a) 
       gemm_regs<Fmt, Bc, D>(ctx, dq, dp, kt, ldt);
       ctx.sync();  // ks, vs, kt are restaged
     }
-    SEMFOCUS_UNROLL
-    for (int n = 0; n < D / 8; ++n) SEMFOCUS_UNROLL
-    for (int e = 0; e < 4; ++e) {
-      const frag_coord at = elem_at(lane, n, e);
-      const index_t i = rows[e / 2];
-      if (i < sh.n_q && at.col < sh.d) a.dq(b, h, i, at.col) = from_float<Fmt>(dq[n][e] * a.scale);
-    }
+    store_tile<Fmt>(a.dq, b, h, lane, rows, sh.n_q, dq, {a.scale, a.scale});
     ctx.sync();  // qs, dos are restaged
   }
 }
@@ -182,15 +176,8 @@ SEMFOCUS_DEVICE void dkdv_body(Ctx& ctx, const Policy& p, const tc_args<Stat>& a
       gemm_regs<Fmt, Bq, D>(ctx, dk, dp, qt, ldt);
       ctx.sync();  // the query tile is restaged
     }
-    SEMFOCUS_UNROLL
-    for (int n = 0; n < D / 8; ++n) SEMFOCUS_UNROLL
-    for (int e = 0; e < 4; ++e) {
-      const frag_coord at = elem_at(lane, n, e);
-      const index_t j = keys[e / 2];
-      if (j >= sh.n_k) continue;
-      if (at.col < sh.d) a.dk(b, h, j, at.col) = from_float<Fmt>(dk[n][e] * a.scale);
-      if (at.col < sh.d_v) a.dv(b, h, j, at.col) = from_float<Fmt>(dv[n][e]);
-    }
+    store_tile<Fmt>(a.dk, b, h, lane, keys, sh.n_k, dk, {a.scale, a.scale});
+    store_tile<Fmt>(a.dv, b, h, lane, keys, sh.n_k, dv, {1.f, 1.f});
     ctx.sync();  // ks, vs are restaged
   }
 }

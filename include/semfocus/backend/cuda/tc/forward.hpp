@@ -138,21 +138,16 @@ SEMFOCUS_DEVICE void forward_body(Ctx& ctx, const Policy& p, const tc_args<Stat>
       gemm_regs<Fmt, Bc, D>(ctx, o, s, vt, ldt);
       ctx.sync();  // ks, vt are restaged
     }
+    float inv[2];
     SEMFOCUS_UNROLL
     for (int x = 0; x < 2; ++x) {
       SEMFOCUS_UNROLL
       for (int q = 1; q <= 2; q *= 2) l[x] += ctx.shfl_xor(l[x], q);
-      const index_t i = rows[x];
-      if (i >= sh.n_q) continue;
-      const float inv = l[x] == 0.f ? 0.f : 1.f / l[x];
-      SEMFOCUS_UNROLL
-      for (int n = 0; n < D / 8; ++n) SEMFOCUS_UNROLL
-      for (int e = 2 * x; e < 2 * x + 2; ++e) {
-        const int c = elem_at(lane, n, e).col;
-        if (c < sh.d_v) a.out(b, h, i, c) = from_float<Fmt>(o[n][e] * inv);
-      }
-      if (lane % 4 == 0) a.lse[bh * sh.n_q + i] = l[x] == 0.f ? -inf : m[x] + logf(l[x]);
+      inv[x] = l[x] == 0.f ? 0.f : 1.f / l[x];
+      if (rows[x] < sh.n_q && lane % 4 == 0)
+        a.lse[bh * sh.n_q + rows[x]] = l[x] == 0.f ? -inf : m[x] + logf(l[x]);
     }
+    store_tile<Fmt>(a.out, b, h, lane, rows, sh.n_q, o, inv);
     ctx.sync();  // qs is restaged
   }
 }

@@ -184,6 +184,25 @@ SEMFOCUS_HD SEMFOCUS_FORCEINLINE frag_coord elem_at(int lane, int n, int e) noex
   return {c.row, 8 * n + c.col};
 }
 
+/// \brief Writes the warp's 16 x (8 N) float tile acc to rows rows[0], rows[1] (the lane's two
+/// rows, as elem_at: elements 0-1 and 2-3) of slice (b, h) of dst, scaled by f[0], f[1] and
+/// rounded to Fmt; rows at or past n and columns at or past dst.dim() are skipped. O(N) stores
+/// per lane.
+template <class Fmt, int N>
+SEMFOCUS_DEVICE SEMFOCUS_FORCEINLINE void store_tile(const tensor_view<std::uint16_t>& dst,
+                                                     index_t b, index_t h, int lane,
+                                                     const index_t (&rows)[2], index_t n,
+                                                     const float (&acc)[N][4],
+                                                     const float (&f)[2]) {
+  SEMFOCUS_UNROLL
+  for (int k = 0; k < N; ++k) SEMFOCUS_UNROLL
+  for (int e = 0; e < 4; ++e) {
+    const int c = elem_at(lane, k, e).col;
+    if (rows[e / 2] < n && c < dst.dim())
+      dst(b, h, rows[e / 2], c) = from_float<Fmt>(acc[k][e] * f[e / 2]);
+  }
+}
+
 /// \brief Whether score s of (i, j) is kept: no test on an all_kept tile.
 template <class Policy, class Stat>
 SEMFOCUS_HD SEMFOCUS_FORCEINLINE bool kept(const Policy& p, tile_kind kind, const head_slice& hs,
